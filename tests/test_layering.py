@@ -1,0 +1,33 @@
+"""The dependency direction of ARCHITECTURE.md: models/ and the pure pipeline modules import no Ray."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PURE = [
+    "models.layers", "models.attention", "models.linear_attention", "models.dialog_lm", "models.fast_mlm",
+    "models.masked_lm", "models.classifier", "models.checkpoint", "models.generate", "models.logits",
+    "models.losses", "models.regularizers", "models.attribution", "models.rerank",
+    "pipelines.readers", "pipelines.cleaning", "pipelines.tokenizer", "pipelines.dialogue", "pipelines.schema",
+    "pipelines.batching", "pipelines.training", "pipelines.metrics", "serve.engine", "liaotian.chat",
+]
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_module_imports_no_ray(module):
+    code = (
+        "import importlib, sys; importlib.import_module(%r); "
+        "bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')); "
+        "print(','.join(bad[:5]))" % module
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "", f"{module} pulls in Ray: {out.stdout.strip()}"
+
+
+def test_models_package_has_no_ray_import_statement():
+    for path in (ROOT / "models").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "import ray" not in text and "from ray" not in text, path
