@@ -1,0 +1,109 @@
+"""Decoding rules on hand-made score rows."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from models import logits as L
+
+INF = float("-inf")
+
+
+def kept(scores: torch.Tensor) -> list[list[int]]:
+    return [torch.nonzero(torch.isfinite(row)).flatten().tolist() for row in scores]
+
+
+def test_temperature_scales_and_rejects_non_positive():
+    s = torch.tensor([[2.0, -4.0]])
+    assert torch.equal(L.temperature(s, 2.0), torch.tensor([[1.0, -2.0]]))
+    assert L.temperature(s, 1.0) is s
+    with pytest.raises(ValueError):
+        L.temperature(s, 0.0)
+
+
+def test_top_k_keeps_the_k_best_per_row():
+    s = torch.tensor([[0.1, 3.0, 2.0, -1.0], [5.0, 4.0, 3.0, 2.0]])
+    assert kept(L.top_k(s, 2)) == [[1, 2], [0, 1]]
+    assert torch.equal(L.top_k(s, 0), s)
+    assert torch.equal(L.top_k(s, 4), s)
+
+
+def test_consistent_top_k_keeps_eos_far_below_the_cut():
+    eos = 3
+    s = torch.tensor([[10.0, 9.0, 8.0, -50.0, 7.0]])  # p(eos) ~ e^-60
+    assert kept(L.top_k(s, 1)) == [[0]]
+    out = L.top_k(s, 1, always_keep=eos)
+    assert kept(out) == [[0, eos]]
+    assert out[0, eos] == -50.0  # keeps its own score: renormalised, not boosted
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    s = probs.log()
+    assert kept(L.top_p(s, 0.5)) == [[0]]
+    assert kept(L.top_p(s, 0.6)) == [[0, 1]]
+    assert kept(L.top_p(s, 0.9)) == [[0, 1, 2]]
+    assert kept(L.top_p(s, 1.0)) == [[0, 1, 2, 3]]
+    # unsorted input: the ranking, not the column order, decides
+    perm = torch.tensor([2, 0, 3, 1])
+    assert kept(L.top_p(s[:, perm], 0.6)) == [[1, 3]]
+
+
+def test_consistent_top_p_keeps_eos_below_the_cut():
+    eos = 2
+    probs = torch.tensor([[0.9, 0.0999, 1e-12, 1e-4]])
+    s = probs.log()
+    assert eos not in kept(L.top_p(s, 0.5))[0]
+    assert kept(L.top_p(s, 0.5, always_keep=eos)) == [[0, eos]]
+    assert eos in kept(L.top_p(s, 0.95, always_keep=eos))[0]
+
+
+def test_always_keep_does_not_resurrect_a_banned_eos():
+    eos = 1
+    s = L.min_new_tokens(torch.tensor([[1.0, 2.0, 0.0]]), num_generated=0, minimum=1, eos_id=eos)
+    assert kept(L.top_k(s, 1, always_keep=eos)) == [[0]]
+
+
+def test_top_p_validates_p():
+    with pytest.raises(ValueError):
+        L.top_p(torch.zeros(1, 3), 0.0)
+    with pytest.raises(ValueError):
+        L.top_k(torch.zeros(1, 3), 1, always_keep=7)
+
+
+def test_repetition_penalty_makes_repeats_less_likely_for_either_sign():
+    s = torch.tensor([[2.0, -2.0, 1.0]])
+    out = L.repetition_penalty(s, torch.tensor([[0, 1, 1]]), 2.0)
+    assert torch.equal(out, torch.tensor([[1.0, -4.0, 1.0]]))
+    assert torch.equal(L.repetition_penalty(s, torch.tensor([[0]]), 1.0), s)
+    assert torch.equal(L.repetition_penalty(s, torch.zeros(1, 0, dtype=torch.long), 2.0), s)
+
+
+def test_no_repeat_ngram_bans_the_completing_token():
+    s = torch.zeros(2, 6)
+    generated = torch.tensor([[1, 2, 3, 1, 2], [4, 5, 4, 5, 0]])
+    out = L.no_repeat_ngram(s, generated, 3)
+    assert kept(out)[0] == [0, 1, 2, 4, 5]  # "1 2" was followed by 3
+    assert kept(out)[1] == [0, 1, 2, 3, 4, 5]  # "5 0" never seen before
+    assert kept(L.no_repeat_ngram(s, generated, 2))[1] == [0, 1, 2, 3, 4, 5]  # no bigram starts with 0
+    assert kept(L.no_repeat_ngram(s, generated, 1))[0] == [0, 4, 5]
+
+
+def test_no_repeat_bigram_after_a_repeated_token():
+    s = torch.zeros(1, 5)
+    out = L.no_repeat_ngram(s, torch.tensor([[3, 4, 3]]), 2)
+    assert kept(out) == [[0, 1, 2, 3]]  # 3 was followed by 4
+
+
+def test_min_new_tokens_bans_eos_until_reached():
+    s = torch.zeros(1, 4)
+    assert kept(L.min_new_tokens(s, 1, 2, eos_id=3)) == [[0, 1, 2]]
+    assert kept(L.min_new_tokens(s, 2, 2, eos_id=3)) == [[0, 1, 2, 3]]
+
+
+def test_filtered_scores_renormalise_over_the_candidate_set():
+    s = torch.tensor([[math.log(0.6), math.log(0.3), math.log(0.1)]])
+    probs = torch.softmax(L.top_k(s, 2), -1)
+    assert torch.allclose(probs, torch.tensor([[2 / 3, 1 / 3, 0.0]]))
