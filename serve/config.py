@@ -1,4 +1,4 @@
-"""Config section of `liaotian serve`. Plain dataclasses; no Ray here."""
+"""Config section of `liaotian serve` (and of `serve run serve.app:build_app`). Plain dataclasses; no Ray here."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,40 +6,64 @@ from dataclasses import dataclass, field
 from liaotian.config import ConfigError
 
 
+def _positive(where: str, **values) -> None:
+    for name, value in values.items():
+        if value is None or value <= 0:
+            raise ConfigError(f"{where}.{name} must be > 0, got {value!r}")
+
+
 @dataclass
 class AutoscalingSection:
     min_replicas: int = 1
-    max_replicas: int = 2
+    max_replicas: int = 2  # equal to min_replicas: a fixed number of replicas, no autoscaling
     target_ongoing_requests: float = 8
     upscale_delay_s: float = 5.0
     downscale_delay_s: float = 30.0
+    look_back_period_s: float = 10.0
+    metrics_interval_s: float = 2.0
+
+    def __post_init__(self):
+        if self.min_replicas < 1 or self.max_replicas < self.min_replicas:
+            raise ConfigError("autoscaling: need 1 <= min_replicas <= max_replicas")
+        _positive("autoscaling", target_ongoing_requests=self.target_ongoing_requests,
+                  look_back_period_s=self.look_back_period_s, metrics_interval_s=self.metrics_interval_s)
+        if self.upscale_delay_s < 0 or self.downscale_delay_s < 0:
+            raise ConfigError("autoscaling: delays must be >= 0")
 
 
 @dataclass
 class DeploymentSection:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    max_ongoing_requests: int = 32
-    max_queued_requests: int = 64  # beyond it: 503 at once, instead of an unbounded queue
+    max_ongoing_requests: int = 32  # per replica; >= max_batch_size so that batches can fill
+    max_queued_requests: int = 64  # per caller; beyond it: 503 at once, instead of an unbounded queue
     max_batch_size: int = 16
     batch_wait_timeout_s: float = 0.01
-    batching: bool = True
+    batching: bool = True  # off: one request at a time per replica (the benchmark's baseline)
     autoscaling: AutoscalingSection = field(default_factory=AutoscalingSection)
+
+    def __post_init__(self):
+        _positive("deployment", max_ongoing_requests=self.max_ongoing_requests,
+                  max_queued_requests=self.max_queued_requests, max_batch_size=self.max_batch_size)
+        if self.num_cpus < 0 or self.num_gpus < 0 or self.batch_wait_timeout_s < 0:
+            raise ConfigError("deployment: num_cpus, num_gpus and batch_wait_timeout_s must be >= 0")
 
 
 @dataclass
 class ServeConfig:
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # loopback unless configured otherwise
     port: int = 8000
-    api_key: str | None = None  # or LIAOTIAN_API_KEY in the environment
-    request_timeout_s: float = 60.0
-    max_body_bytes: int = 64 * 1024
-    max_text_chars: int = 2000
+    api_key: str | None = None  # or LIAOTIAN_API_KEY in the environment; guards /v1/*
+    model_name: str = "liaotian"  # the id /v1/models lists and requests may name
+    request_timeout_s: float = 60.0  # in the app (504) and Serve's proxy (408)
+    max_body_bytes: int = 64 * 1024  # 413 beyond it (Serve itself sets no limit)
+    max_text_chars: int = 2000  # per message / text / reply
     max_messages: int = 64
-    max_new_tokens: int = 128
+    max_new_tokens: int = 128  # the cap and default of max_tokens
     max_n: int = 8
+    ig_steps: int = 32  # Integrated Gradients steps when a request names none
     chat_model: str | None = None  # default: this run's models/dialog
-    rerank_model: str | None = None  # default: this run's models/mlm
+    rerank_model: str | None = None  # default: this run's models/mlm (reranking off when absent)
     classifier_model: str | None = None  # default: this run's models/sentiment, else models/classifier
     chat: DeploymentSection = field(default_factory=DeploymentSection)
     attribution: DeploymentSection = field(default_factory=lambda: DeploymentSection(max_batch_size=8))
@@ -47,3 +71,10 @@ class ServeConfig:
     def __post_init__(self):
         if not 0 < self.port < 65536:
             raise ConfigError("serve.port must be in 1..65535")
+        _positive("serve", request_timeout_s=self.request_timeout_s, max_body_bytes=self.max_body_bytes,
+                  max_text_chars=self.max_text_chars, max_messages=self.max_messages,
+                  max_new_tokens=self.max_new_tokens, max_n=self.max_n, ig_steps=self.ig_steps)
+        if not 2 <= self.ig_steps <= 256:
+            raise ConfigError("serve.ig_steps must be in 2..256")
+        if not self.model_name or len(self.model_name) > 128:
+            raise ConfigError("serve.model_name must be 1..128 characters")

@@ -1,0 +1,157 @@
+// liaotian page: a streaming chat box (OpenAI chunk format over SSE) and an attribution heat map.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const history = [];            // [{role, content}] sent with every request
+let lastReply = null;          // {messages, reply} for "Explain last reply"
+
+const keyInput = $("apikey");
+keyInput.value = localStorage.getItem("liaotian-key") || "";
+keyInput.addEventListener("change", () => localStorage.setItem("liaotian-key", keyInput.value));
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  if (keyInput.value) h["Authorization"] = "Bearer " + keyInput.value;
+  return h;
+}
+
+function addTurn(role, text) {
+  const div = document.createElement("div");
+  div.className = "turn " + role;
+  div.textContent = text;
+  $("log").appendChild(div);
+  $("log").scrollTop = $("log").scrollHeight;
+  return div;
+}
+
+async function errorText(resp) {
+  try { const j = await resp.json(); return `${resp.status}: ${j.error ? j.error.message : JSON.stringify(j)}`; }
+  catch (e) { return `${resp.status} ${resp.statusText}`; }
+}
+
+// Parse `data: ...` events out of a fetch body; calls onEvent(json) per chunk until [DONE].
+async function readSSE(resp, onEvent) {
+  const reader = resp.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buf.indexOf("\n\n")) >= 0) {
+      const event = buf.slice(0, cut); buf = buf.slice(cut + 2);
+      for (const line of event.split("\n")) {
+        if (!line.startsWith("data: ")) continue;
+        const data = line.slice(6);
+        if (data === "[DONE]") return;
+        onEvent(JSON.parse(data));
+      }
+    }
+  }
+}
+
+$("chat-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const text = $("msg").value.trim();
+  if (!text) return;
+  $("msg").value = "";
+  $("send").disabled = true;
+  history.push({ role: "user", content: text });
+  addTurn("user", text);
+  const out = addTurn("assistant", "");
+  out.classList.add("pending");
+  const body = {
+    messages: history.slice(-32), stream: true,
+    temperature: Number($("temperature").value), top_p: Number($("top_p").value),
+    max_tokens: Number($("max_tokens").value),
+  };
+  if ($("rerank").checked) body.rerank = true;
+  try {
+    const resp = await fetch("/v1/chat/completions", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+    if (!resp.ok) throw new Error(await errorText(resp));
+    let reply = "";
+    await readSSE(resp, (chunk) => {
+      for (const c of chunk.choices || []) {
+        if (c.index === 0 && c.delta && c.delta.content) { reply += c.delta.content; out.textContent = reply; }
+        if (c.index === 0 && c.finish_reason) out.dataset.finish = c.finish_reason;
+      }
+    });
+    out.classList.remove("pending");
+    out.classList.add("done");
+    if (!reply) { out.textContent = "(empty reply)"; }
+    lastReply = { messages: history.slice(-32), reply: reply || " " };
+    history.push({ role: "assistant", content: reply || " " });
+    $("explain-last").disabled = !reply;
+  } catch (e) {
+    out.className = "turn error";
+    out.textContent = String(e.message || e);
+    history.pop();
+  } finally {
+    $("send").disabled = false;
+    $("msg").focus();
+  }
+});
+
+// The colour of a score: white -> red with |score| / max |score| (serve/explain.py uses the same rule).
+function heat(score, scale) {
+  const w = scale > 0 ? Math.min(1, Math.abs(score) / scale) : 0;
+  const gb = Math.round(255 * (1 - 0.85 * w));
+  return `rgb(255, ${gb}, ${gb})`;
+}
+
+function renderHeatmap(result) {
+  const box = $("heatmap");
+  box.textContent = "";
+  const scale = Math.max(0, ...result.scores.map(Math.abs));
+  result.tokens.forEach((tok, i) => {
+    const s = result.scores[i];
+    const span = document.createElement("span");
+    span.className = "tok" + (s < 0 ? " neg" : "") + (/^\[.*\]$/.test(tok) ? " special" : "");
+    span.style.background = heat(s, scale);
+    span.title = `${tok}  ${s.toFixed(4)}`;
+    span.textContent = tok;
+    box.appendChild(span);
+  });
+  if (result.reply_tokens) {
+    box.appendChild(Object.assign(document.createElement("span"), { className: "sep" }));
+    const r = document.createElement("span");
+    r.className = "reply";
+    r.title = "the reply being explained";
+    r.textContent = "→ " + result.reply_tokens.join("");
+    box.appendChild(r);
+  }
+  const rows = [];
+  if (result.label !== undefined && result.label !== null)
+    rows.push(["prediction", `${result.label_name ?? result.label} (p = ${Number(result.probability).toFixed(3)})`]);
+  rows.push(["F(x)", result.f_x.toFixed(4)], ["F(baseline)", result.f_baseline.toFixed(4)],
+            ["Σ scores", result.scores.reduce((a, b) => a + b, 0).toFixed(4)], ["delta", result.delta.toExponential(2)],
+            ["settings", `${result.method}, ${result.steps} steps, ${result.baseline} baseline`]);
+  const meta = $("explain-meta");
+  meta.textContent = "";
+  const table = document.createElement("table");
+  for (const [k, v] of rows) {
+    const tr = table.insertRow(); tr.insertCell().textContent = k; tr.insertCell().textContent = v;
+  }
+  meta.appendChild(table);
+  box.dataset.ready = "1";
+}
+
+async function explain(body) {
+  $("heatmap").dataset.ready = "";
+  $("heatmap").textContent = "…";
+  try {
+    const resp = await fetch("/v1/attributions", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+    if (!resp.ok) throw new Error(await errorText(resp));
+    renderHeatmap(await resp.json());
+  } catch (e) {
+    $("heatmap").textContent = "";
+    $("explain-meta").textContent = String(e.message || e);
+  }
+}
+
+$("explain-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const text = $("explain-text").value.trim();
+  if (text) explain({ text });
+});
+$("explain-last").addEventListener("click", () => { if (lastReply) explain(lastReply); });
