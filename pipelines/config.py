@@ -87,12 +87,15 @@ class ScalingSection:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0  # used only when use_gpu
     resources_per_worker: dict[str, float] = field(default_factory=dict)  # extra custom resources
+    placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD (workers across nodes)
 
     def __post_init__(self):
         if self.num_workers < 0:
             raise ConfigError("scaling.num_workers must be >= 0 (0 = Ray Train local mode)")
         if self.cpus_per_worker <= 0:
             raise ConfigError("scaling.cpus_per_worker must be > 0")
+        if self.placement_strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+            raise ConfigError(f"scaling.placement_strategy: unknown strategy {self.placement_strategy!r}")
 
 
 @dataclass
@@ -141,7 +144,8 @@ class TrainJobConfig:
     init_from: str | None = None  # a model dir to start from (classifier: an mlm model dir)
     max_steps: int = 300
     batch_size: int = 32  # per worker
-    bucket_by_length: bool = True
+    bucket_by_length: bool = True  # sort by length within windows of batches: less padding
+    bucket_window: int = 16  # batches per sorting window (larger: less padding, less randomness)
     eval_every: int = 100
     eval_batches: int = 20
     checkpoint_every: int = 100
@@ -160,6 +164,9 @@ class TrainJobConfig:
             raise ConfigError("max_steps must be >= 1")
         if self.checkpoint_mode not in ("min", "max"):
             raise ConfigError("checkpoint_mode must be min or max")
+        for key in ("batch_size", "bucket_window", "eval_every", "eval_batches", "checkpoint_every", "log_every", "keep_checkpoints"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1")
 
 
 @dataclass

@@ -1,0 +1,366 @@
+"""The training step, schedule, evaluation and checkpoint state, shared by every model kind. No Ray here.
+
+`pipelines/train.py` runs these inside Ray Train workers; the tests run them in-process. Checkpoint
+state is safetensors (model and optimiser tensors) plus JSON (step, data position, RNG, schedule):
+nothing is pickled, so a checkpoint from an untrusted place cannot run code when loaded.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import nn
+
+from pipelines.batching import Batch, IGNORE_INDEX
+
+KINDS = ("dialog", "mlm", "classifier")
+MLM_TYPES = ("fast_mlm", "masked_lm")
+
+
+# ------------------------------------------------------------------ tokenizer facts the model needs
+
+@dataclass(frozen=True)
+class Vocab:
+    """What a model needs from the tokenizer of the data dir (never from YAML)."""
+
+    vocab_size: int
+    pad_id: int
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    special_ids: tuple[int, ...]
+
+    @classmethod
+    def from_dir(cls, data_dir: str | Path) -> "Vocab":
+        from pipelines.tokenizer import CharTokenizer
+
+        tok = CharTokenizer.from_dir(data_dir)
+        return cls(tok.vocab_size, tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, tuple(sorted(tok.special_ids)))
+
+
+# ------------------------------------------------------------------ models
+
+def _preset_config(config_cls, model_cfg: dict, **from_tokenizer):
+    """`{"preset": name, **overrides}` -> config; tokenizer-derived fields always win over YAML."""
+    overrides = {k: v for k, v in model_cfg.items() if k not in ("preset", "type")}
+    clash = sorted(set(overrides) & set(from_tokenizer))
+    if clash:
+        raise ValueError(f"model keys {clash} come from the tokenizer of the data dir; remove them from the config")
+    return config_cls.preset(model_cfg.get("preset", "tiny"), **overrides, **from_tokenizer)
+
+
+def build_model(kind: str, model_cfg: dict, vocab: Vocab, init_from: str | Path | None = None,
+                num_classes: int | None = None) -> nn.Module:
+    """A fresh (or `init_from`-initialised) model of `kind` sized by `model_cfg` and the tokenizer."""
+    from models.checkpoint import load_pretrained
+
+    if kind == "dialog":
+        from models.dialog_lm import DialogLM, DialogLMConfig
+        if init_from:
+            return _checked(load_pretrained(init_from), DialogLM, vocab)
+        return DialogLM(_preset_config(DialogLMConfig, model_cfg, vocab_size=vocab.vocab_size, pad_id=vocab.pad_id, eos_id=vocab.sep_id))
+    if kind == "mlm":
+        mlm_type = model_cfg.get("type", "fast_mlm")
+        if mlm_type == "fast_mlm":
+            from models.fast_mlm import FastMLM as model_cls, FastMLMConfig as config_cls
+        elif mlm_type == "masked_lm":
+            from models.masked_lm import MaskedLM as model_cls, MaskedLMConfig as config_cls
+        else:
+            raise ValueError(f"train.mlm.model.type: expected one of {MLM_TYPES}, got {mlm_type!r}")
+        if init_from:
+            return _checked(load_pretrained(init_from), model_cls, vocab)
+        return model_cls(_preset_config(config_cls, model_cfg, vocab_size=vocab.vocab_size, pad_id=vocab.pad_id))
+    if kind == "classifier":
+        from models.classifier import Classifier, ClassifierConfig
+        if not num_classes:
+            raise ValueError("the classifier needs num_classes (from the sentiment manifest)")
+        if init_from:  # an mlm model dir: its encoder, a fresh head
+            return _checked(Classifier.from_encoder(init_from, num_classes), Classifier, vocab)
+        return Classifier(_preset_config(ClassifierConfig, model_cfg, vocab_size=vocab.vocab_size,
+                                         pad_id=vocab.pad_id, num_classes=num_classes))
+    raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
+
+
+def _checked(model: nn.Module, cls: type, vocab: Vocab) -> nn.Module:
+    if not isinstance(model, cls):
+        raise ValueError(f"init_from holds a {type(model).__name__}, expected a {cls.__name__}")
+    if model.token_embedding.num_embeddings != vocab.vocab_size:
+        raise ValueError(f"init_from has a vocabulary of {model.token_embedding.num_embeddings}, the data dir's tokenizer "
+                         f"has {vocab.vocab_size}: build the data with that model's vocab.txt")
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP / torch.compile wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+# ------------------------------------------------------------------ optimiser and schedule
+
+def build_optimizer(model: nn.Module, optim, regularizer) -> torch.optim.AdamW:
+    """AdamW over the regulariser's groups; weight matrices decay by the regulariser's (+ optim's) decay."""
+    groups = regularizer.param_groups(model)
+    from models.regularizers import regularized_weights
+    decay_ids = {id(w) for w in regularized_weights(model)}
+    for g in groups:
+        if any(id(p) in decay_ids for p in g["params"]):
+            g["weight_decay"] = regularizer.weight_decay + optim.weight_decay
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas))
+
+
+def lr_at(step: int, optim, max_steps: int) -> float:
+    """Learning rate of optimiser step `step` (0-based): linear warm-up, then cosine/linear/constant
+    decay to `min_lr_ratio * lr` at `max_steps`. A pure function of the step, so resuming from a
+    checkpoint continues the schedule exactly."""
+    peak, floor = optim.lr, optim.lr * optim.min_lr_ratio
+    if step < optim.warmup_steps:
+        return peak * (step + 1) / optim.warmup_steps
+    if optim.schedule == "constant":
+        return peak
+    span = max(1, max_steps - optim.warmup_steps)
+    progress = min(1.0, (step - optim.warmup_steps) / span)
+    if optim.schedule == "linear":
+        return floor + (peak - floor) * (1.0 - progress)
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ------------------------------------------------------------------ precision
+
+@dataclass
+class Precision:
+    """Autocast dtype (None = fp32) and the grad scaler fp16 needs."""
+
+    dtype: torch.dtype | None
+    device: torch.device
+    scaler: torch.amp.GradScaler | None = None
+
+    @classmethod
+    def resolve(cls, name: str, device: torch.device) -> "Precision":
+        from models.precision import resolve_precision
+
+        dtype = resolve_precision(name, device)
+        scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+        return cls(dtype, device, scaler)
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+
+# ------------------------------------------------------------------ step and evaluation
+
+def forward_loss(model: nn.Module, kind: str, batch: Batch, loss_fn=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(mean loss of the batch, logits for the classifier)."""
+    if kind == "dialog":
+        out = model(batch["input_ids"], segment_ids=batch["segment_ids"], loss_mask=batch["loss_mask"],
+                    attention_mask=batch["attention_mask"])
+        return out.loss, None
+    if kind == "mlm":
+        out = model(batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        return out.loss, None
+    out = model(batch["input_ids"], attention_mask=batch["attention_mask"])
+    return loss_fn(out.logits.float(), batch["labels"]), out.logits.float()
+
+
+def loss_positions(kind: str, batch: Batch) -> int:
+    """How many targets the batch's mean loss averages over (to weight batches in evaluation)."""
+    if kind == "dialog":  # next-token targets: position t+1 with loss_mask 1
+        return int(batch["loss_mask"][:, 1:].sum())
+    if kind == "mlm":
+        return int((batch["labels"] != IGNORE_INDEX).sum())
+    return int(batch["labels"].numel())
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train_step(model: nn.Module, kind: str, micro_batches: list[Batch], optimizer: torch.optim.Optimizer, *,
+               lr: float, precision: Precision, grad_clip: float = 0.0, loss_fn=None, regularizer=None) -> dict:
+    """One optimiser step over `micro_batches` (gradient accumulation); returns loss and token counts.
+
+    Under DDP the gradient all-reduce runs only on the last micro-batch (`no_sync` before), which is
+    what makes accumulation cheaper than a larger batch.
+    """
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    model.train()
+    n = len(micro_batches)
+    total, tokens = 0.0, 0
+    for i, batch in enumerate(micro_batches):
+        batch = to_device(batch, precision.device)
+        sync = i == n - 1 or not hasattr(model, "no_sync")
+        with contextlib.nullcontext() if sync else model.no_sync():  # backward too: it all-reduces
+            with precision.autocast():
+                loss, _ = forward_loss(model, kind, batch, loss_fn)
+                if regularizer is not None and regularizer.name != "none":
+                    loss = loss + regularizer.penalty(unwrap(model))
+            scaled = loss / n
+            (precision.scaler.scale(scaled) if precision.scaler else scaled).backward()
+        total += float(loss.detach()) / n
+        tokens += int(batch["attention_mask"].sum())
+    if precision.scaler:
+        precision.scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    if precision.scaler:
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": total, "tokens": tokens, "grad_norm": float(grad_norm)}
+
+
+@torch.no_grad()
+def evaluate_sums(model: nn.Module, kind: str, batches: Iterable[Batch], precision: Precision,
+                  loss_fn=None, num_classes: int = 0) -> torch.Tensor:
+    """Additive statistics (so ranks can all-reduce them): [loss·n, n, confusion matrix flattened]."""
+    model.eval()
+    sums = torch.zeros(2 + num_classes * num_classes, dtype=torch.float64)
+    for batch in batches:
+        batch = to_device(batch, precision.device)
+        with precision.autocast():
+            loss, logits = forward_loss(model, kind, batch, loss_fn)
+        n = loss_positions(kind, batch)
+        sums[0] += float(loss) * n
+        sums[1] += n
+        if kind == "classifier":
+            pred = loss_fn.predict_logits(logits).argmax(-1).cpu()
+            flat = batch["labels"].cpu() * num_classes + pred
+            sums[2:] += torch.bincount(flat, minlength=num_classes * num_classes).double()
+    model.train()
+    return sums
+
+
+def metrics_from_sums(kind: str, sums: torch.Tensor, num_classes: int = 0, minority: int | None = None) -> dict:
+    """val_loss and val_ppl (dialog, mlm); val_loss, accuracy, balanced accuracy, macro F1 and
+    minority recall (classifier; `minority` = the class with the fewest training examples)."""
+    loss = float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")
+    if kind != "classifier":
+        return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
+    cm = sums[2:].view(num_classes, num_classes).numpy()  # rows: true class, columns: predicted
+    support, predicted, correct = cm.sum(1), cm.sum(0), np.diag(cm)
+    present = support > 0
+    recall = np.divide(correct, support, out=np.zeros_like(correct), where=support > 0)
+    precision = np.divide(correct, predicted, out=np.zeros_like(correct), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(correct), where=(precision + recall) > 0)
+    minority = int(np.argmin(np.where(present, support, np.inf))) if minority is None else minority
+    return {
+        "val_loss": loss,
+        "val_accuracy": float(correct.sum() / max(1.0, cm.sum())),
+        "val_balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,
+        "val_macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "val_minority_recall": float(recall[minority]),
+    }
+
+
+def evaluate(model: nn.Module, kind: str, batches: Iterable[Batch], precision: Precision | None = None,
+             loss_fn=None, num_classes: int = 0, minority: int | None = None) -> dict:
+    """Validation metrics of `model` on `batches` in this process (see `metrics_from_sums`)."""
+    precision = precision or Precision(None, torch.device("cpu"))
+    return metrics_from_sums(kind, evaluate_sums(model, kind, batches, precision, loss_fn, num_classes), num_classes, minority)
+
+
+# ------------------------------------------------------------------ checkpoint state
+
+MODEL_FILE, OPTIM_FILE, STATE_FILE = "model.safetensors", "optimizer.safetensors", "state.json"
+
+
+def save_state(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+               scaler: torch.amp.GradScaler | None = None) -> None:
+    """Write model + optimiser tensors (safetensors) and `state` (JSON: step, data position, RNG ...)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_model(unwrap(model), str(directory / MODEL_FILE))  # handles tied weights
+    opt = optimizer.state_dict()
+    tensors = {f"{idx}.{name}": v.detach().contiguous().cpu() for idx, s in opt["state"].items()
+               for name, v in s.items() if torch.is_tensor(v)}
+    save_file(tensors, str(directory / OPTIM_FILE))
+    meta = {**state, "param_groups": opt["param_groups"], "scaler": scaler.state_dict() if scaler else None}
+    (directory / STATE_FILE).write_text(json.dumps(meta, indent=1, default=_jsonable), encoding="utf-8")
+
+
+def _jsonable(value: Any):
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    raise TypeError(f"not JSON-serialisable in checkpoint state: {type(value).__name__}")
+
+
+def load_state(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+               scaler: torch.amp.GradScaler | None = None) -> dict:
+    """Restore what `save_state` wrote into `model` (and `optimizer`, RNG); returns the JSON state."""
+    directory = Path(directory)
+    load_model(unwrap(model), str(directory / MODEL_FILE), device=str(next(model.parameters()).device))
+    meta = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+    if optimizer is not None:
+        tensors = load_file(str(directory / OPTIM_FILE))
+        per_param: dict[int, dict] = {}
+        for key, value in tensors.items():
+            idx, name = key.split(".", 1)
+            per_param.setdefault(int(idx), {})[name] = value
+        groups = meta["param_groups"]
+        for g in groups:
+            if "betas" in g:
+                g["betas"] = tuple(g["betas"])
+        optimizer.load_state_dict({"state": per_param, "param_groups": groups})
+    if scaler is not None and meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
+    return meta
+
+
+class LocalCheckpoints:
+    """Checkpoints of a local-mode run (`num_workers: 0`, where Ray Train keeps none): the same
+    `<run>/checkpoint_<step>` layout, the best `keep_checkpoints` by the configured metric plus the latest."""
+
+    def __init__(self, run_path: str | Path, job):
+        self.run_path, self.job = Path(run_path), job
+
+    def _all(self) -> list[tuple[Path, dict]]:
+        out = []
+        for d in sorted(self.run_path.glob("checkpoint_*")):
+            if (d / STATE_FILE).exists():
+                out.append((d, json.loads((d / STATE_FILE).read_text(encoding="utf-8")).get("metrics", {})))
+        return out
+
+    def _score(self, metrics: dict) -> tuple:
+        value = metrics.get(self.job.checkpoint_metric, float("nan"))
+        value = -math.inf if value != value else (value if self.job.checkpoint_mode == "max" else -value)
+        return value, metrics.get("step", 0)
+
+    def add(self, directory: str | Path, metrics: dict) -> Path:
+        target = self.run_path / f"checkpoint_{metrics['step']:07d}"
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(directory, tmp)
+        tmp.rename(target)  # a crash never leaves a half-written checkpoint under the real name
+        ranked = sorted(self._all(), key=lambda cm: self._score(cm[1]), reverse=True)
+        latest = max(ranked, key=lambda cm: cm[1].get("step", 0))[0]
+        for d, _ in ranked[self.job.keep_checkpoints:]:
+            if d != latest:
+                shutil.rmtree(d)
+        return target
+
+    def latest(self) -> Path | None:
+        found = self._all()
+        return max(found, key=lambda cm: cm[1].get("step", 0))[0] if found else None
+
+    def best(self) -> tuple[Path, dict]:
+        found = self._all()
+        if not found:
+            raise RuntimeError(f"training finished without a checkpoint under {self.run_path}")
+        return max(found, key=lambda cm: self._score(cm[1]))
