@@ -1,0 +1,320 @@
+"""Decoding over `model.init_state` / `model.step` / `state.reorder` (contract 3): greedy, sampling,
+beam search, streaming. No Ray here; the engine knows token ids only (stop strings need `decode_fn`).
+
+Contexts of different lengths share one batch with LEFT padding: the first `step` gets `token_mask`,
+so the last column is every row's latest real token. Each reply token gets segment `reply_segment`.
+Randomness comes from one `torch.Generator` per prompt seeded with `cfg.seed`, drawing one uniform per
+candidate per step, so a request's reply does not depend on what else shares its batch.
+Self-terminating models return log-probabilities; the same rules apply to them unchanged.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from models import logits as L
+
+STRATEGIES = ("greedy", "sample", "beam")
+Rule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (scores (R,V), reply so far (R,t)) -> scores
+
+
+@dataclass
+class DecodingConfig:
+    """One decoding setting; the default is consistent nucleus sampling (p = 0.9).
+
+    temperature / top_k / top_p / consistent shape sampling only (greedy and beam ignore them);
+    num_beams / length_penalty shape beam search only (rank = sum log p / length ** length_penalty).
+    `n` candidates per context (beam: the n best hypotheses, n <= num_beams). `seed=None` draws one.
+    """
+
+    strategy: str = "sample"
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.9
+    consistent: bool = True
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    max_new_tokens: int = 32
+    min_new_tokens: int = 0
+    stop_strings: Sequence[str] = field(default_factory=tuple)
+    n: int = 1
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        checks = [
+            (self.temperature > 0, "temperature must be > 0"),
+            (self.top_k >= 0, "top_k must be >= 0 (0 = off)"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.num_beams >= 1, "num_beams must be >= 1"),
+            (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
+            (self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size must be >= 0"),
+            (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
+            (0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens must be in [0, max_new_tokens]"),
+            (self.n >= 1, "n must be >= 1"),
+            (self.strategy != "beam" or self.n <= self.num_beams, "beam search returns at most num_beams candidates: n <= num_beams"),
+            (self.strategy != "beam" or not self.stop_strings, "stop_strings are not supported with beam search"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"DecodingConfig: {message}")
+        if isinstance(self.stop_strings, str):
+            raise ValueError("DecodingConfig: stop_strings must be a list of strings, not one string")
+        self.stop_strings = tuple(self.stop_strings)
+
+
+@dataclass
+class Prompt:
+    """A formatted context (`pipelines.dialogue.build_context`) and the segment its reply gets."""
+
+    input_ids: list[int]
+    segment_ids: list[int]
+    reply_segment: int
+
+    def __post_init__(self):
+        if not self.input_ids:
+            raise ValueError("Prompt: empty input_ids")
+        if len(self.segment_ids) != len(self.input_ids):
+            raise ValueError(f"Prompt: {len(self.segment_ids)} segment_ids for {len(self.input_ids)} input_ids")
+
+
+@dataclass
+class Generation:
+    """A reply without its closing eos; `logprob` is the model's log p of the tokens (eos included
+    when it stopped on eos), before any decoding rule."""
+
+    token_ids: list[int]
+    finish_reason: str  # "stop" (eos or a stop string) | "length" (max_new_tokens without eos)
+    logprob: float
+
+
+def build_rules(cfg: DecodingConfig, eos_id: int) -> list[Rule]:
+    """The rules `cfg` asks for, in the order they apply: penalties, min length, then sampling warpers."""
+    keep = eos_id if cfg.consistent else None
+    rules: list[Rule] = []
+    if cfg.repetition_penalty != 1.0:
+        rules.append(lambda s, g: L.repetition_penalty(s, g, cfg.repetition_penalty))
+    if cfg.no_repeat_ngram_size:
+        rules.append(lambda s, g: L.no_repeat_ngram(s, g, cfg.no_repeat_ngram_size))
+    if cfg.min_new_tokens:
+        rules.append(lambda s, g: L.min_new_tokens(s, g.shape[-1], cfg.min_new_tokens, eos_id))
+    if cfg.strategy == "sample":
+        if cfg.temperature != 1.0:
+            rules.append(lambda s, g: L.temperature(s, cfg.temperature))
+        if cfg.top_k:
+            rules.append(lambda s, g: L.top_k(s, cfg.top_k, always_keep=keep))
+        if cfg.top_p < 1.0:
+            rules.append(lambda s, g: L.top_p(s, cfg.top_p, always_keep=keep))
+    return rules
+
+
+def apply_rules(rules: Sequence[Rule], scores: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+    for rule in rules:
+        scores = rule(scores, generated)
+    return scores
+
+
+def sample_from(scores: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw from softmax(scores) (R,V) with one uniform in [0,1) per row; -inf is never drawn."""
+    probs = torch.softmax(scores.float(), dim=-1)
+    if not torch.isfinite(probs).all():
+        raise RuntimeError("decoding rules left a row without any candidate token")
+    cdf = probs.cumsum(dim=-1)
+    target = (uniforms.to(cdf) * cdf[:, -1]).unsqueeze(-1)  # (R,1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_max(scores.shape[-1] - 1)
+
+
+def _device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
+def _reorder(state, index: torch.Tensor):
+    """`state.reorder` may work in place (returns None) or return the reordered state."""
+    out = state.reorder(index)
+    return state if out is None else out
+
+
+def _check_lengths(model, prompts: Sequence[Prompt], cfg: DecodingConfig) -> None:
+    limit = getattr(getattr(model, "config", None), "max_len", None)
+    longest = max(len(p.input_ids) for p in prompts)
+    if limit is not None and longest + cfg.max_new_tokens > limit:
+        raise ValueError(f"a context of {longest} tokens + max_new_tokens={cfg.max_new_tokens} exceeds the model's "
+                         f"max_len={limit}; build the context with reserve=max_new_tokens")
+
+
+@torch.no_grad()
+def _prefill(model, prompts: Sequence[Prompt], copies: int):
+    """Run the left-padded contexts once; return next-token scores (B*copies, V), state, reply segments."""
+    device = _device(model)
+    width = max(len(p.input_ids) for p in prompts)
+    pad_id = getattr(getattr(model, "config", None), "pad_id", 0)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    segments = torch.zeros_like(ids)
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p.input_ids):] = torch.tensor(p.input_ids)
+        segments[i, width - len(p.input_ids):] = torch.tensor(p.segment_ids)
+        mask[i, width - len(p.input_ids):] = True
+    state = model.init_state(len(prompts))
+    scores, state = model.step(ids.to(device), segments.to(device), state, token_mask=mask.to(device))
+    index = torch.arange(len(prompts), device=device).repeat_interleave(copies)
+    reply_segments = torch.tensor([p.reply_segment for p in prompts], device=device)[index]
+    return scores[:, -1].float()[index], _reorder(state, index), reply_segments
+
+
+@torch.no_grad()
+def _advance(model, tokens: torch.Tensor, segments: torch.Tensor, state):
+    scores, state = model.step(tokens[:, None], segments[:, None], state)
+    return scores[:, -1].float(), state
+
+
+def _seeds(cfg: DecodingConfig, count: int) -> list[int]:
+    if cfg.seed is not None:
+        return [cfg.seed] * count  # same seed + same request -> same reply, whatever the batch
+    return [int(torch.randint(0, 2**62, (1,)).item()) for _ in range(count)]
+
+
+def _hits_stop(tokens: list[int], stop_strings: Sequence[str], decode_fn) -> bool:
+    text = decode_fn(tokens)
+    return any(s in text for s in stop_strings)
+
+
+def _decode_steps(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id: int, decode_fn=None):
+    """Greedy or sampling. Yields, per step, each row's new reply token (None for finished rows);
+    returns one `Generation` per row (row = prompt i's candidate j at i * n + j)."""
+    if cfg.stop_strings and decode_fn is None:
+        raise ValueError("stop_strings need a decode_fn (token ids -> text)")
+    _check_lengths(model, prompts, cfg)
+    n, rules = cfg.n, build_rules(cfg, eos_id)
+    scores, state, segments = _prefill(model, prompts, n)
+    rows, device = scores.shape[0], scores.device
+    generators = [torch.Generator().manual_seed(s) for s in _seeds(cfg, len(prompts))]
+    generated = torch.zeros(rows, 0, dtype=torch.long, device=device)
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    reasons: list[str | None] = [None] * rows
+    replies: list[list[int]] = [[] for _ in range(rows)]
+    logprob = torch.zeros(rows, dtype=torch.float64, device=device)
+    for t in range(cfg.max_new_tokens):
+        processed = apply_rules(rules, scores, generated)
+        if cfg.strategy == "greedy":
+            tokens = processed.argmax(dim=-1)
+        else:
+            uniforms = torch.cat([torch.rand(n, generator=g) for g in generators])
+            tokens = sample_from(processed, uniforms.to(device))
+        tokens = torch.where(done, torch.full_like(tokens, eos_id), tokens)  # finished rows idle on eos
+        step_lp = torch.log_softmax(scores, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+        logprob += torch.where(done, torch.zeros_like(step_lp), step_lp).double()
+        new: list[int | None] = [None] * rows
+        for r in torch.nonzero(~done).flatten().tolist():
+            token = int(tokens[r])
+            if token == eos_id:
+                reasons[r] = "stop"
+                continue
+            replies[r].append(token)
+            new[r] = token
+            if cfg.stop_strings and _hits_stop(replies[r], cfg.stop_strings, decode_fn):
+                reasons[r] = "stop"
+        done = torch.tensor([r is not None for r in reasons], device=device)
+        yield new
+        if bool(done.all()) or t + 1 == cfg.max_new_tokens:
+            break
+        generated = torch.cat([generated, tokens[:, None]], dim=1)
+        scores, state = _advance(model, tokens, segments, state)
+    return [Generation(replies[r], reasons[r] or "length", float(logprob[r])) for r in range(rows)]
+
+
+def _beam_search(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id: int) -> list[list[Generation]]:
+    """Beam search with length penalty: hypotheses rank by sum log p / length ** length_penalty
+    (length counts the eos); a prompt is done once it holds num_beams finished hypotheses and its
+    best running beam cannot beat the worst of them at the current length (HF's heuristic)."""
+    _check_lengths(model, prompts, cfg)
+    B, K, rules = len(prompts), cfg.num_beams, build_rules(cfg, eos_id)
+    scores, state, segments = _prefill(model, prompts, K)
+    device, V = scores.device, scores.shape[-1]
+    beam_sum = torch.zeros(B, K, dtype=torch.float64)
+    beam_sum[:, 1:] = -math.inf  # all beams start equal: expand only the first
+    beam_lp = torch.zeros(B * K, dtype=torch.float64)
+    generated = torch.zeros(B * K, 0, dtype=torch.long, device=device)
+    hyps: list[list[tuple[float, list[int], float, str]]] = [[] for _ in range(B)]
+    done = [False] * B
+    rank = lambda total, length: total / length ** cfg.length_penalty  # noqa: E731
+    for t in range(cfg.max_new_tokens):
+        logp = torch.log_softmax(apply_rules(rules, scores, generated), dim=-1).double().cpu()
+        raw = torch.log_softmax(scores, dim=-1).double().cpu()
+        top_sum, top_idx = (beam_sum.view(-1, 1) + logp).view(B, K * V).topk(2 * K, dim=-1)
+        source, token, new_sum, new_lp = [], [], [], []
+        for b in range(B):
+            picked = []
+            for j, (s, idx) in enumerate(zip(top_sum[b].tolist(), top_idx[b].tolist())):
+                if done[b] or s == -math.inf or len(picked) == K:
+                    break
+                src, tok = b * K + idx // V, idx % V
+                if tok == eos_id:
+                    if j < K:
+                        hyps[b].append((rank(s, t + 1), generated[src].tolist(), float(beam_lp[src] + raw[src, tok]), "stop"))
+                else:
+                    picked.append((src, tok, s, float(beam_lp[src] + raw[src, tok])))
+            hyps[b] = sorted(hyps[b], key=lambda h: -h[0])[:K]
+            picked += [(b * K, eos_id, -math.inf, 0.0)] * (K - len(picked))  # dead filler beams
+            best_running = picked[0][2]
+            if len(hyps[b]) >= K and (best_running == -math.inf or rank(best_running, t + 1) <= hyps[b][-1][0]):
+                done[b] = True
+            for src, tok, s, lp in picked:
+                source.append(src), token.append(tok), new_sum.append(s), new_lp.append(lp)
+        beam_sum = torch.tensor(new_sum, dtype=torch.float64).view(B, K)
+        beam_lp = torch.tensor(new_lp, dtype=torch.float64)
+        index, tokens = torch.tensor(source, device=device), torch.tensor(token, device=device)
+        generated = torch.cat([generated[index], tokens[:, None]], dim=1)
+        if all(done) or t + 1 == cfg.max_new_tokens:
+            break
+        state = _reorder(state, index)
+        scores, state = _advance(model, tokens, segments, state)
+    for b in range(B):
+        if not done[b]:  # running beams end at the length limit
+            for k in range(K):
+                if beam_sum[b, k] > -math.inf:
+                    hyps[b].append((rank(float(beam_sum[b, k]), generated.shape[1]), generated[b * K + k].tolist(),
+                                    float(beam_lp[b * K + k]), "length"))
+        hyps[b] = sorted(hyps[b], key=lambda h: -h[0])
+    return [[Generation(ids, reason, lp) for _, ids, lp, reason in hyps[b][:cfg.n]] for b in range(B)]
+
+
+def _drain(steps) -> list[Generation]:
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            return finished.value
+
+
+def generate(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id: int, decode_fn=None) -> list[list[Generation]]:
+    """`cfg.n` replies for each prompt, batched over all prompts (contexts may differ in length)."""
+    if not prompts:
+        return []
+    if cfg.strategy == "beam":
+        return _beam_search(model, prompts, cfg, eos_id)
+    flat = _drain(_decode_steps(model, prompts, cfg, eos_id, decode_fn))
+    return [flat[i * cfg.n:(i + 1) * cfg.n] for i in range(len(prompts))]
+
+
+def stream(model, prompt: Prompt, cfg: DecodingConfig, eos_id: int, decode_fn=None) -> Iterator[int]:
+    """Yield the reply's token ids as they are decoded (eos not yielded); the same tokens as
+    `generate(model, [prompt], cfg, eos_id)[0][0]` with the same seed. Beam search can only
+    know its best hypothesis at the end, so it yields that all at once."""
+    if cfg.n != 1:
+        raise ValueError("stream decodes one candidate: set n=1")
+    if cfg.strategy == "beam":
+        yield from generate(model, [prompt], cfg, eos_id)[0][0].token_ids
+        return
+    for new in _decode_steps(model, [prompt], cfg, eos_id, decode_fn):
+        if new[0] is not None:
+            yield new[0]
