@@ -1,0 +1,368 @@
+"""The chat and attribution engines, without Ray: model directory in, batched calls out.
+
+`ChatEngine(model_dir, rerank_dir=None)`: formats the history with `pipelines.dialogue.build_context`
+(oldest turns dropped to fit the window, `max_tokens` reserved), decodes with `models.generate`
+(consistent nucleus sampling by default; temperature 0 = greedy), cuts replies at stop strings (the
+stop string itself is not returned, as in OpenAI's API), and optionally samples candidates and
+reranks them with `models.rerank` and an MLM. `run_batch(items)` decodes many requests: requests
+with the same decoding settings share one `generate` call (one padded batch).
+
+`Explainer(classifier_dir=None, chat_dir=None)`: `models.attribution.integrated_gradients` for the
+classifier (a text) and for the dialogue model (which context tokens drove a reply).
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from serve.api import AttributionRequest, ChatCompletionRequest, RequestError, RerankOptions
+from serve.config import ServeConfig
+
+
+def read_model_type(model_dir) -> str:
+    return json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("model_type", "")
+
+
+def _read_extra(model_dir) -> dict:
+    extra = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("extra") or {}
+    return extra if isinstance(extra, dict) else {}
+
+
+def _load(model_dir, device):
+    from models.checkpoint import load_pretrained
+    from pipelines.tokenizer import load_tokenizer
+
+    model = load_pretrained(model_dir, device=device)
+    model.eval()
+    return model, load_tokenizer(model_dir)
+
+
+@dataclass
+class PreparedChat:
+    prompt: object  # models.generate.Prompt
+    decoding: object  # models.generate.DecodingConfig (n = candidates to sample)
+    n: int  # choices to return
+    stop: list[str]
+    rerank: RerankOptions | None
+    prompt_tokens: int
+
+
+@dataclass
+class Choice:
+    text: str
+    finish_reason: str  # "stop" | "length"
+    completion_tokens: int
+
+
+@dataclass
+class ChatResult:
+    choices: list[Choice]
+    prompt_tokens: int
+
+
+@dataclass
+class StreamDelta:
+    index: int
+    text: str
+    finish_reason: str | None
+    tokens: int  # completion tokens this delta accounts for
+    prompt_tokens: int
+
+
+def _stop_cut(text: str, stops: list[str]) -> int | None:
+    hits = [text.find(s) for s in stops if s in text]
+    return min(hits) if hits else None
+
+
+def _holdback(text: str, stops: list[str]) -> int:
+    """How many trailing characters could still begin a stop string (not streamed yet)."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                best = max(best, k)
+                break
+    return best
+
+
+class ChatEngine:
+    def __init__(self, model_dir, rerank_dir=None, device: str = "cpu"):
+        self.model, self.tok = _load(model_dir, device)
+        if read_model_type(model_dir) != "dialog_lm":
+            raise ValueError(f"{model_dir}: not a dialogue model (model_type {read_model_type(model_dir)!r})")
+        self.max_len = int(self.model.config.max_len)
+        eos = getattr(self.model.config, "eos_id", None)
+        self.eos_id = int(self.tok.sep_id if eos is None else eos)
+        self.mlm = self.mlm_tok = None
+        if rerank_dir is not None:
+            self.mlm, self.mlm_tok = _load(rerank_dir, device)
+
+    def decode(self, ids) -> str:
+        return self.tok.decode(list(ids), skip_special=True)
+
+    # -- requests ---------------------------------------------------------------------------------
+    def prepare(self, req: ChatCompletionRequest, cfg: ServeConfig) -> PreparedChat:
+        """Tokenise and check one request (cheap; raises RequestError when it cannot be served)."""
+        from models.generate import DecodingConfig, Prompt
+        from pipelines.dialogue import build_context
+
+        max_new = req.new_tokens(cfg)
+        utterances = req.utterances()
+        last = len(self.tok.encode(utterances[-1]))
+        if last + 2 + max_new > self.max_len:
+            raise RequestError(f"the last message is {last} tokens; with max_tokens={max_new} it does not fit the "
+                               f"model window of {self.max_len} tokens", param="messages", code="context_length_exceeded")
+        ids, segments, reply_segment = build_context(utterances, self.tok, self.max_len, reserve=max_new)
+        rerank = None
+        if req.rerank:
+            if self.mlm is None:
+                raise RequestError("reranking is not available: no MLM is served", param="rerank", code="rerank_unavailable")
+            rerank = req.rerank if isinstance(req.rerank, RerankOptions) else RerankOptions(candidates=max(8, req.n))
+        decoding = DecodingConfig(
+            strategy="greedy" if req.temperature == 0 else "sample", temperature=req.temperature or 1.0,
+            top_k=req.top_k, top_p=req.top_p, consistent=True, max_new_tokens=max_new,
+            stop_strings=tuple(req.stop_list()), n=rerank.candidates if rerank else req.n, seed=req.seed)
+        if decoding.strategy == "greedy" and decoding.n > 1 and decoding.seed is None:
+            pass  # greedy candidates are identical; OpenAI does the same with temperature 0
+        return PreparedChat(Prompt(list(ids), list(segments), reply_segment), decoding, req.n,
+                            req.stop_list(), rerank, len(ids))
+
+    def _finish(self, item: PreparedChat, gens) -> ChatResult:
+        if item.rerank is not None:
+            gens = self._rerank(item, gens)[:item.n]
+        choices = []
+        for g in gens[:item.n]:
+            text = self.decode(g.token_ids)
+            cut = _stop_cut(text, item.stop)
+            choices.append(Choice(text if cut is None else text[:cut], g.finish_reason, len(g.token_ids)))
+        return ChatResult(choices, item.prompt_tokens)
+
+    def _rerank(self, item: PreparedChat, gens):
+        from models.rerank import rerank
+
+        candidates = [list(g.token_ids) for g in gens]
+        order = rerank(self.mlm, self.mlm_tok, item.prompt.input_ids, candidates,
+                       lm_scores=[g.logprob for g in gens], alpha=item.rerank.alpha)
+        order = [o[0] if isinstance(o, (tuple, list)) else o for o in order]
+        return [gens[int(i)] for i in order]
+
+    @torch.no_grad()
+    def run_batch(self, items: list[PreparedChat]) -> list[ChatResult]:
+        """Decode many requests; those with equal decoding settings share one padded batch."""
+        from models.generate import generate
+
+        groups: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(repr(dataclasses.astuple(item.decoding)), []).append(i)
+        results: list[ChatResult | None] = [None] * len(items)
+        for members in groups.values():
+            decoding = items[members[0]].decoding
+            gens = generate(self.model, [items[i].prompt for i in members], decoding, self.eos_id,
+                            decode_fn=self.decode if decoding.stop_strings else None)
+            for i, g in zip(members, gens):
+                results[i] = self._finish(items[i], g)
+        return results
+
+    def stream(self, item: PreparedChat) -> Iterator[StreamDelta]:
+        """Choice after choice, text deltas as tokens arrive; stop strings are held back, never sent."""
+        from models.generate import stream
+
+        if item.rerank is not None:  # reranking needs every candidate first: one delta per choice
+            for j, c in enumerate(self.run_batch([item])[0].choices):
+                yield StreamDelta(j, c.text, c.finish_reason, c.completion_tokens, item.prompt_tokens)
+            return
+        for j in range(item.n):
+            seed = None if item.decoding.seed is None else item.decoding.seed + j
+            cfg = dataclasses.replace(item.decoding, n=1, seed=seed)
+            ids: list[int] = []
+            sent, counted, reason = 0, 0, "length"
+            for token in stream(self.model, item.prompt, cfg, self.eos_id,
+                                decode_fn=self.decode if item.stop else None):
+                ids.append(token)
+                text = self.decode(ids)
+                cut = _stop_cut(text, item.stop)
+                if cut is not None:
+                    text, reason = text[:cut], "stop"
+                    break
+                upto = len(text) - _holdback(text, item.stop)
+                counted += 1
+                yield StreamDelta(j, text[sent:upto] if upto > sent else "", None, 1, item.prompt_tokens)
+                sent = max(sent, upto)
+            else:
+                text = self.decode(ids)
+                if len(ids) < cfg.max_new_tokens:
+                    reason = "stop"
+            yield StreamDelta(j, text[sent:], reason, len(ids) - counted, item.prompt_tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attribution
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class PreparedAttribution:
+    kind: str  # "classifier" | "chat"
+    input_ids: list[int]
+    segment_ids: list[int] | None
+    reply_ids: list[int] | None
+    target: int | None
+    steps: int
+    baseline: str
+    method: str
+
+
+class Explainer:
+    def __init__(self, classifier_dir=None, chat_dir=None, default_steps: int = 32, device: str = "cpu"):
+        if classifier_dir is None and chat_dir is None:
+            raise ValueError("Explainer needs a classifier or a dialogue model directory")
+        self.default_steps = default_steps
+        self.classifier = self.cls_tok = self.chat = self.chat_tok = None
+        self.label_names: list[str] | None = None
+        if classifier_dir is not None:
+            self.classifier, self.cls_tok = _load(classifier_dir, device)
+            names = _read_extra(classifier_dir).get("label_names")
+            self.label_names = [str(x) for x in names] if isinstance(names, list) else None
+        if chat_dir is not None:
+            self.chat, self.chat_tok = _load(chat_dir, device)
+
+    def _window(self, model) -> int:
+        return int(getattr(model.config, "max_len", 512))
+
+    def prepare(self, req: AttributionRequest) -> PreparedAttribution:
+        steps = req.steps or self.default_steps
+        if req.kind == "classifier":
+            if self.classifier is None:
+                raise RequestError("no classifier is served: explain a chatbot reply with 'messages' and 'reply'",
+                                   param="text", code="model_unavailable")
+            tok = self.cls_tok
+            ids = [tok.cls_id] + tok.encode(req.text) + [tok.sep_id]
+            if len(ids) > self._window(self.classifier):
+                raise RequestError(f"text is {len(ids)} tokens with [CLS]/[SEP]; the model window is "
+                                   f"{self._window(self.classifier)}", param="text", code="context_length_exceeded")
+            num_classes = int(getattr(self.classifier.config, "num_classes", 0) or 0)
+            if req.target is not None and num_classes and req.target >= num_classes:
+                raise RequestError(f"target must be < {num_classes}", param="target")
+            return PreparedAttribution("classifier", ids, None, None, req.target, steps, req.baseline, req.method)
+        if self.chat is None:
+            raise RequestError("no dialogue model is served: explain a 'text'", param="messages", code="model_unavailable")
+        from pipelines.dialogue import build_context
+
+        tok = self.chat_tok
+        reply = tok.encode(req.reply)
+        if not reply:
+            raise RequestError("the reply has no tokens", param="reply")
+        window = self._window(self.chat)
+        if len(reply) + 3 > window:
+            raise RequestError(f"reply is {len(reply)} tokens; the model window is {window}", param="reply",
+                               code="context_length_exceeded")
+        utterances = req.utterances()
+        if not utterances:
+            raise RequestError("messages hold no user or assistant turn", param="messages")
+        ids, segments, reply_segment = build_context(utterances, tok, window, reserve=len(reply))
+        return PreparedAttribution("chat", list(ids), list(segments), reply, None, steps, req.baseline, req.method)
+
+    def _tokens(self, tok, ids) -> list[str]:
+        return [tok.decode([i], skip_special=False) or "␣" for i in ids]
+
+    def explain_one(self, p: PreparedAttribution) -> dict:
+        from models.attribution import integrated_gradients
+
+        out: dict = {"kind": p.kind}
+        if p.kind == "classifier":
+            model, tok = self.classifier, self.cls_tok
+            x = torch.tensor([p.input_ids])
+            with torch.no_grad():
+                probs = torch.softmax(model(x).logits.float(), dim=-1)[0]
+            target = int(probs.argmax()) if p.target is None else p.target
+            a = integrated_gradients(model, x, target, baseline=p.baseline, steps=p.steps, method=p.method,
+                                     pad_id=tok.pad_id)
+            out.update(label=target, probability=float(probs[target]),
+                       label_name=self.label_names[target] if self.label_names and target < len(self.label_names) else None,
+                       probabilities=[float(v) for v in probs])
+            scores, tokens = a.token_scores.tolist(), self._tokens(tok, p.input_ids)
+        else:
+            model, tok = self.chat, self.chat_tok
+            a = integrated_gradients(model, torch.tensor([p.input_ids]), p.reply_ids, baseline=p.baseline,
+                                     steps=p.steps, method=p.method, segment_ids=torch.tensor([p.segment_ids]),
+                                     pad_id=tok.pad_id)
+            n = len(p.input_ids)
+            scores, tokens = a.token_scores.tolist()[:n], self._tokens(tok, p.input_ids)
+            out.update(reply_tokens=self._tokens(tok, p.reply_ids),
+                       reply_scores=a.token_scores.tolist()[n:])
+        out.update(tokens=tokens, scores=scores, f_x=float(a.f_x), f_baseline=float(a.f_baseline),
+                   delta=float(a.delta), steps=int(a.steps), method=a.method, baseline=p.baseline)
+        return out
+
+    def explain(self, items: list[PreparedAttribution]) -> list[dict]:
+        """One result per item, in order (IG batches the interpolation points of each item)."""
+        return [self.explain_one(p) for p in items]
+
+
+# ---------------------------------------------------------------------------------------------
+# Async helpers shared by the in-process backend and the Serve deployments
+# ---------------------------------------------------------------------------------------------
+
+async def iterate_in_thread(make_iter):
+    """Run a blocking iterator in a worker thread; yield its items here. Closing this generator
+    (client gone, timeout) stops the worker at its next item."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    stop, done = threading.Event(), object()
+
+    def work():
+        try:
+            for item in make_iter():
+                if stop.is_set():
+                    break
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the event loop's side
+            loop.call_soon_threadsafe(queue.put_nowait, e)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, done)
+
+    worker = loop.run_in_executor(None, work)
+    try:
+        while True:
+            item = await queue.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        del worker
+
+
+class LocalBackend:
+    """Both engines in this process, one request at a time: the plain FastAPI app (tests, no Ray)."""
+
+    def __init__(self, cfg: ServeConfig, chat: ChatEngine | None = None, explainer: Explainer | None = None):
+        self.cfg, self.engine, self.explainer = cfg, chat, explainer
+        self.model_id = cfg.model_name
+        self._lock = asyncio.Lock()
+
+    def prepare(self, req):
+        if isinstance(req, ChatCompletionRequest):
+            return self.engine.prepare(req, self.cfg)
+        return self.explainer.prepare(req)
+
+    async def complete(self, prepared: PreparedChat) -> ChatResult:
+        async with self._lock:
+            return (await asyncio.to_thread(self.engine.run_batch, [prepared]))[0]
+
+    async def stream(self, prepared: PreparedChat):
+        async with self._lock:
+            async for delta in iterate_in_thread(lambda: self.engine.stream(prepared)):
+                yield delta
+
+    async def attribute(self, prepared: PreparedAttribution) -> dict:
+        async with self._lock:
+            return (await asyncio.to_thread(self.explainer.explain, [prepared]))[0]
