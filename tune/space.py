@@ -74,7 +74,9 @@ def _spec(loss: dict, reg: dict, lr: float, seed: int, tc: TuneConfig) -> dict[s
     if tc.max_steps is not None:
         overrides["max_steps"] = tc.max_steps
     if tc.eval_every is not None:
-        overrides["eval_every"] = tc.eval_every
+        # Report and checkpoint exactly at evaluations: ASHA and the learning curves then see fresh
+        # validation numbers only, and the exported best checkpoint is one that was scored.
+        overrides.update(eval_every=tc.eval_every, log_every=tc.eval_every, checkpoint_every=tc.eval_every)
     ll, rl = loss_label(loss), regularizer_label(reg)
     return {"key": f"{_slug(ll)}__{_slug(rl)}__lr-{_num(lr)}__s{seed}", "loss": ll, "regularizer": rl,
             "lr": float(lr), "seed": int(seed), "overrides": overrides}
