@@ -128,7 +128,7 @@ def _loss(job, config):
 
 def _masker(kind, job, vocab, seed):
     if kind == "mlm" and job.model.get("type", "fast_mlm") == "masked_lm":
-        return MLMMasker(vocab.mask_id, vocab.vocab_size, vocab.special_ids, seed=seed)
+        return MLMMasker(vocab.mask_id, vocab.vocab_size, vocab.special_ids, seed=seed, prob=job.model.get("mask_prob", 0.15))
     return None
 
 

@@ -61,8 +61,6 @@ def _preset_config(config_cls, model_cfg: dict, **from_tokenizer):
 def build_model(kind: str, model_cfg: dict, vocab: Vocab, init_from: str | Path | None = None,
                 num_classes: int | None = None) -> nn.Module:
     """A fresh (or `init_from`-initialised) model of `kind` sized by `model_cfg` and the tokenizer."""
-    from models.checkpoint import load_pretrained
-
     if kind == "dialog":
         from models.dialog_lm import DialogLM, DialogLMConfig
         if init_from:
@@ -78,16 +76,24 @@ def build_model(kind: str, model_cfg: dict, vocab: Vocab, init_from: str | Path 
             raise ValueError(f"train.mlm.model.type: expected one of {MLM_TYPES}, got {mlm_type!r}")
         if init_from:
             return _checked(load_pretrained(init_from), model_cls, vocab)
-        return model_cls(_preset_config(config_cls, model_cfg, vocab_size=vocab.vocab_size, pad_id=vocab.pad_id))
+        return model_cls(_preset_config(config_cls, model_cfg, **_encoder_ids(vocab)))
     if kind == "classifier":
         from models.classifier import Classifier, ClassifierConfig
         if not num_classes:
             raise ValueError("the classifier needs num_classes (from the sentiment manifest)")
         if init_from:  # an mlm model dir: its encoder, a fresh head
             return _checked(Classifier.from_encoder(init_from, num_classes), Classifier, vocab)
-        return Classifier(_preset_config(ClassifierConfig, model_cfg, vocab_size=vocab.vocab_size,
-                                         pad_id=vocab.pad_id, num_classes=num_classes))
+        return Classifier(_preset_config(ClassifierConfig, model_cfg, **_encoder_ids(vocab), num_classes=num_classes))
     raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
+
+
+def _encoder_ids(vocab: Vocab) -> dict:
+    return dict(vocab_size=vocab.vocab_size, pad_id=vocab.pad_id, cls_id=vocab.cls_id, sep_id=vocab.sep_id, mask_id=vocab.mask_id)
+
+
+def load_pretrained(model_dir):
+    from models.checkpoint import load_pretrained as load
+    return load(model_dir)
 
 
 def _checked(model: nn.Module, cls: type, vocab: Vocab) -> nn.Module:
