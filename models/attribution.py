@@ -1,0 +1,327 @@
+"""Integrated Gradients on the token-embedding layer (Contract 5), fixed-step or adaptive.
+
+IG_i(x) = (x_i − x'_i) ∫₀¹ ∂_i F(x' + α(x − x')) dα  (Sundararajan et al. 2017; seed_spec §3, Su's
+post 7533). Completeness: Σ_i IG_i = F(x) − F(x'); a quadrature rule {(α_k, w_k)} gives
+IG ≈ (x − x') ⊙ Σ_k w_k ∇F(x' + α_k(x − x')), and delta = |Σ IG − (F(x) − F(x'))| is exactly the
+quadrature error of the scalar integral ∫₀¹ ∇F(α)·(x − x') dα, so it is computed, not estimated.
+
+x is the (T, D) output of `model.token_embedding` (Contract 3: `forward(..., token_embeds=)` takes it
+in place of the lookup; positions and segments are added by the model and are not attributed).
+- Classifier (integer `target`): F = logit of the target class (`output="logit"`, default: the quantity
+  captum's LayerIntegratedGradients attributes when the forward returns logits) or its softmax
+  probability (`output="prob"`, Su's choice).
+- DialogLM (`target` = reply token ids): the input is [context ; reply] and
+  F = Σ_{t ∈ reply} log p(x_t | x_<t). Only context tokens move along the path unless
+  `attribute_reply=True`, so the scores say which context tokens drove the reply.
+Baselines: `"pad"` = the [PAD] embedding at every attributed position, `"zeros"` = zero vectors (the
+paper's and Su's text baseline). Positions with attention_mask 0 are never moved (zero attribution).
+
+Rules (α_k, w_k): captum's `riemann_left|right|middle` and `gausslegendre` exactly; `riemann_trapezoid`
+is the true trapezoid rule (α = k/(n−1), w = 1/(n−1), halved at the ends; captum's weights sum to
+1 − 1/n instead); `clenshaw_curtis` (nodes ½(1 − cos(jπ/m)), m = n − 1, Waldvogel's weight formula).
+`steps="auto"`: nested Clenshaw–Curtis (or trapezoid) with m = `min_steps`−1, doubling m each round;
+every earlier node is a node of the next rule, so no evaluation is wasted. It stops as soon as
+delta ≤ tolerance·|F(x) − F(x')| or the next round would exceed `max_steps` nodes.
+All nodes of a round are evaluated as one batch, split into chunks of `internal_batch_size`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+FIXED_METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre", "clenshaw_curtis")
+NESTED_METHODS = ("clenshaw_curtis", "riemann_trapezoid")
+TOKEN_BUDGET = 4096  # default chunk: interpolation points × tokens per forward/backward
+
+
+@dataclass
+class Attribution:
+    """One explanation. `token_scores` (T,) = Σ_D attributions; delta = |Σ scores − (f_x − f_baseline)|."""
+
+    input_ids: list[int]
+    token_scores: torch.Tensor
+    f_x: float
+    f_baseline: float
+    delta: float
+    steps: int
+    method: str
+    target: int | list[int]
+    attributions: torch.Tensor | None = None
+    tokens: list[str] | None = None
+    reply_start: int | None = None  # DialogLM: index of the first reply token in input_ids
+    node_alphas: list[float] = field(default_factory=list)
+
+    @property
+    def relative_delta(self) -> float:
+        gap = abs(self.f_x - self.f_baseline)
+        return self.delta / gap if gap > 0 else (0.0 if self.delta == 0 else math.inf)
+
+
+# --- quadrature rules -----------------------------------------------------------------------------
+def quadrature(method: str, n: int) -> tuple[list[Fraction | float], np.ndarray, np.ndarray]:
+    """(keys, alphas, weights) of an n-node rule on [0, 1]; keys identify nested nodes exactly."""
+    if method not in FIXED_METHODS:
+        raise ValueError(f"unknown IG method {method!r}; choose one of {FIXED_METHODS}")
+    if n < 2 and method in ("riemann_trapezoid", "clenshaw_curtis"):
+        raise ValueError(f"{method} needs at least 2 steps, got {n}")
+    if n < 1:
+        raise ValueError(f"IG needs at least 1 step, got {n}")
+    if method == "gausslegendre":
+        x, w = np.polynomial.legendre.leggauss(n)
+        alphas, weights = 0.5 * (1 + x), 0.5 * w
+        return list(alphas), alphas, weights
+    if method == "clenshaw_curtis":
+        return _clenshaw_curtis(n - 1)
+    if method == "riemann_trapezoid":
+        keys = [Fraction(k, n - 1) for k in range(n)]
+        weights = np.full(n, 1.0 / (n - 1))
+        weights[[0, -1]] /= 2
+        return keys, np.array([float(k) for k in keys]), weights
+    offset = {"riemann_left": Fraction(0), "riemann_right": Fraction(1), "riemann_middle": Fraction(1, 2)}[method]
+    keys = [(k + offset) / n for k in range(n)]
+    return keys, np.array([float(k) for k in keys]), np.full(n, 1.0 / n)
+
+
+def _clenshaw_curtis(m: int) -> tuple[list[Fraction], np.ndarray, np.ndarray]:
+    """m+1 nodes; w_j = c_j/m · [1 − Σ_{k=1}^{⌊m/2⌋} b_k/(4k²−1) cos(2πjk/m)] on [−1, 1], halved to [0, 1]."""
+    j = np.arange(m + 1)
+    weights = np.ones(m + 1)
+    for k in range(1, m // 2 + 1):
+        b = 1.0 if 2 * k == m else 2.0
+        weights -= b / (4 * k * k - 1) * np.cos(2 * np.pi * j * k / m)
+    c = np.full(m + 1, 2.0)
+    c[[0, -1]] = 1.0
+    weights = 0.5 * c / m * weights
+    return [Fraction(int(i), m) for i in j], 0.5 * (1 - np.cos(np.pi * j / m)), weights
+
+
+# --- the objective F ------------------------------------------------------------------------------
+def _classifier_objective(model, ids, attention_mask, segment_ids, target: int, output: str) -> Callable:
+    if output not in ("logit", "prob"):
+        raise ValueError(f"output must be 'logit' or 'prob', got {output!r}")
+
+    def objective(embeds):  # (k, T, D) -> (k,)
+        k = embeds.shape[0]
+        kw = {} if attention_mask is None else {"attention_mask": attention_mask.expand(k, -1)}
+        if segment_ids is not None:
+            kw["segment_ids"] = segment_ids.expand(k, -1)
+        logits = model(ids.expand(k, -1), token_embeds=embeds, **kw).logits.float()
+        if logits.dim() != 2 or not 0 <= target < logits.shape[1]:
+            raise ValueError(f"target class {target} does not index classifier logits of shape {tuple(logits.shape)}")
+        if output == "prob":
+            return torch.softmax(logits, -1)[:, target]
+        return logits[:, target]
+
+    return objective
+
+
+def _reply_objective(model, ids, segment_ids, reply_start: int) -> Callable:
+    """Σ log p(reply | context): through the model's scored-position path (`loss_mask`)."""
+    loss_mask = torch.zeros_like(ids)
+    loss_mask[:, reply_start:] = 1
+
+    def objective(embeds):
+        k = embeds.shape[0]
+        seg = None if segment_ids is None else segment_ids.expand(k, -1)
+        out = model(ids.expand(k, -1), segment_ids=seg, loss_mask=loss_mask.expand(k, -1), token_embeds=embeds)
+        if out.token_nll is not None:
+            return -out.token_nll.float().sum(-1)
+        out = model(ids.expand(k, -1), segment_ids=seg, token_embeds=embeds)  # (k, T, V) fallback
+        logp = torch.log_softmax(out.logits[:, reply_start - 1 : -1].float(), -1)
+        return logp.gather(-1, ids[:, reply_start:].expand(k, -1)[..., None]).squeeze(-1).sum(-1)
+
+    return objective
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+class _Path:
+    """x' + α(x − x') for the (T, D) endpoints; evaluates F and ∇F at a batch of α, chunked."""
+
+    def __init__(self, objective, x, base, chunk: int):
+        self.objective, self.x, self.base, self.diff, self.chunk = objective, x, base, x - base, chunk
+
+    def evaluate(self, alphas: np.ndarray, need_grads: bool):
+        """-> F (k,) float64, per-token scores (k, T) float64, grads (k, T, D) or None."""
+        fs, scores, grads = [], [], []
+        a_all = torch.as_tensor(alphas, dtype=self.x.dtype, device=self.x.device)
+        for a in a_all.split(self.chunk):
+            emb = (self.base + a[:, None, None] * self.diff).detach().requires_grad_(True)
+            with torch.enable_grad():
+                f = self.objective(emb)
+                (g,) = torch.autograd.grad(f.sum(), emb)
+            fs.append(f.detach().double())
+            scores.append((g * self.diff).sum(-1).double())
+            if need_grads:
+                grads.append(g)
+        return torch.cat(fs), torch.cat(scores), (torch.cat(grads) if need_grads else None)
+
+    def endpoints(self) -> tuple[float, float]:
+        with torch.no_grad():
+            f = self.objective(torch.stack([self.base, self.x]))
+        return float(f[0]), float(f[1])
+
+
+def _combine(path: _Path, weights: np.ndarray, scores, grads):
+    w = torch.as_tensor(weights, dtype=torch.float64, device=scores.device)
+    token_scores = (w[:, None] * scores).sum(0)
+    attributions = None
+    if grads is not None:
+        attributions = path.diff * (w.to(grads.dtype)[:, None, None] * grads).sum(0)
+    return token_scores, attributions
+
+
+def _fixed(path: _Path, method: str, steps: int, need_grads: bool):
+    keys, alphas, weights = quadrature(method, steps)
+    f, scores, grads = path.evaluate(alphas, need_grads)
+    token_scores, attributions = _combine(path, weights, scores, grads)
+    ends = {k: float(v) for k, v in zip(keys, f) if k in (0, 1)}
+    if len(ends) < 2:
+        ends[0], ends[1] = path.endpoints()
+    return token_scores, attributions, ends[0], ends[1], list(map(float, alphas))
+
+
+def _adaptive(path: _Path, method: str, min_steps: int, max_steps: int, tolerance: float, need_grads: bool):
+    if method not in NESTED_METHODS:
+        raise ValueError(f"steps='auto' needs a nested rule {NESTED_METHODS}, got {method!r}")
+    if min_steps < 3 or max_steps < min_steps:
+        raise ValueError(f"need 3 <= min_steps <= max_steps, got {min_steps}, {max_steps}")
+    store: dict[Fraction, tuple] = {}  # node -> (F, scores (T,), grad (T,D) | None)
+    m = min_steps - 1
+    while True:
+        keys, alphas, weights = quadrature(method, m + 1)
+        new = [i for i, k in enumerate(keys) if k not in store]
+        f, scores, grads = path.evaluate(alphas[new], need_grads)
+        for j, i in enumerate(new):
+            store[keys[i]] = (float(f[j]), scores[j], None if grads is None else grads[j])
+        f0, f1 = store[Fraction(0)][0], store[Fraction(1)][0]
+        token_scores, attributions = _combine(
+            path, weights, torch.stack([store[k][1] for k in keys]),
+            torch.stack([store[k][2] for k in keys]) if need_grads else None,
+        )
+        delta = abs(float(token_scores.sum()) - (f1 - f0))
+        if delta <= tolerance * abs(f1 - f0) or 2 * m + 1 > max_steps:
+            return token_scores, attributions, f0, f1, list(map(float, alphas))
+        m *= 2
+
+
+# --- public entry ---------------------------------------------------------------------------------
+def _as_row(t, name: str, device) -> torch.Tensor | None:
+    if t is None:
+        return None
+    t = torch.as_tensor(t, device=device).long()
+    if t.dim() == 2 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() != 1:
+        raise ValueError(f"{name} must be one sequence (T,) or (1, T), got shape {tuple(t.shape)}")
+    return t[None]
+
+
+def integrated_gradients(
+    model,
+    input_ids,
+    target: int | Sequence[int] | torch.Tensor,
+    baseline: str = "pad",
+    steps: int | str = 50,
+    method: str | None = None,
+    attention_mask=None,
+    segment_ids=None,
+    internal_batch_size: int | None = None,
+    tolerance: float = 0.01,
+    max_steps: int = 257,
+    min_steps: int = 9,
+    output: str = "logit",
+    attribute_reply: bool = False,
+    return_attributions: bool = False,
+    pad_id: int | None = None,
+    tokenizer=None,
+) -> Attribution:
+    """Explain one example. `target`: class index (classifier) or reply token ids (DialogLM).
+
+    `method` defaults to gausslegendre (fixed steps, captum's default) or clenshaw_curtis ("auto").
+    `internal_batch_size` bounds interpolation points per forward/backward (default ⌊4096 / T⌋).
+    """
+    device = model.token_embedding.weight.device
+    ids = _as_row(input_ids, "input_ids", device)
+    is_reply = not (isinstance(target, int) or (torch.is_tensor(target) and target.dim() == 0))
+    mask = _as_row(attention_mask, "attention_mask", device)
+    seg = _as_row(segment_ids, "segment_ids", device)
+    reply_start = None
+    if is_reply:
+        reply = _as_row(target, "target reply", device)
+        if reply.shape[1] == 0:
+            raise ValueError("the target reply is empty")
+        if mask is not None and not bool(mask.all()):
+            raise ValueError("DialogLM explanations take an unpadded context; drop attention_mask padding")
+        reply_start = ids.shape[1]
+        ids = torch.cat([ids, reply], 1)
+        if seg is not None and seg.shape[1] == reply_start:  # the reply is the next speaker's turn
+            seg = torch.cat([seg, (1 - seg[:, -1:]).expand(-1, reply.shape[1])], 1)
+        objective = _reply_objective(model, ids, seg, reply_start)
+        target_out = reply[0].tolist()
+    else:
+        objective = _classifier_objective(model, ids, mask, seg, int(target), output)
+        target_out = int(target)
+    if seg is not None and seg.shape != ids.shape:
+        raise ValueError(f"segment_ids shape {tuple(seg.shape)} does not match the input {tuple(ids.shape)}")
+    if mask is not None and mask.shape[1] != ids.shape[1]:
+        raise ValueError(f"attention_mask length {mask.shape[1]} does not match input_ids length {ids.shape[1]}")
+
+    x = model.token_embedding(ids)[0].detach()  # (T, D)
+    base = _baseline(model, x, baseline, pad_id)
+    fixed = torch.zeros(x.shape[0], dtype=torch.bool, device=device)
+    if mask is not None:
+        fixed |= ~mask[0].bool()
+    if is_reply and not attribute_reply:
+        fixed[reply_start:] = True
+    base = torch.where(fixed[:, None], x, base)
+    chunk = internal_batch_size or max(1, TOKEN_BUDGET // x.shape[0])
+    path = _Path(objective, x, base, chunk)
+
+    was_training = model.training
+    model.eval()
+    try:
+        if steps == "auto":
+            method = method or "clenshaw_curtis"
+            result = _adaptive(path, method, min_steps, max_steps, tolerance, return_attributions)
+        elif isinstance(steps, int) and not isinstance(steps, bool):
+            method = method or "gausslegendre"
+            result = _fixed(path, method, steps, return_attributions)
+        else:
+            raise ValueError(f"steps must be a positive int or 'auto', got {steps!r}")
+    finally:
+        model.train(was_training)
+    token_scores, attributions, f0, f1, alphas = result
+    ids_list = ids[0].tolist()
+    return Attribution(
+        input_ids=ids_list, token_scores=token_scores.float().cpu(), f_x=f1, f_baseline=f0,
+        delta=abs(float(token_scores.sum()) - (f1 - f0)), steps=len(alphas), method=method, target=target_out,
+        attributions=None if attributions is None else attributions.detach().cpu(),
+        tokens=None if tokenizer is None else [tokenizer.decode([i], skip_special=False) for i in ids_list],
+        reply_start=reply_start, node_alphas=alphas,
+    )
+
+
+def _baseline(model, x: torch.Tensor, baseline: str, pad_id: int | None) -> torch.Tensor:
+    if baseline == "zeros":
+        return torch.zeros_like(x)
+    if baseline == "pad":
+        pad = pad_id if pad_id is not None else _config_pad_id(model)
+        if pad is None:
+            raise ValueError("baseline='pad' needs pad_id (the model config has none)")
+        with torch.no_grad():
+            return model.token_embedding.weight[pad].detach().expand_as(x).clone()
+    raise ValueError(f"baseline must be 'pad' or 'zeros', got {baseline!r}")
+
+
+def _config_pad_id(model) -> int | None:
+    """pad_id from the model's config, or its encoder's (Classifier)."""
+    for m in (model, getattr(model, "encoder", None)):
+        pad = getattr(getattr(m, "config", None), "pad_id", None)
+        if pad is not None:
+            return int(pad)
+    return None
