@@ -3,8 +3,9 @@ beam search, streaming. No Ray here; the engine knows token ids only (stop strin
 
 Contexts of different lengths share one batch with LEFT padding: the first `step` gets `token_mask`,
 so the last column is every row's latest real token. Each reply token gets segment `reply_segment`.
-Randomness comes from one `torch.Generator` per prompt seeded with `cfg.seed`, drawing one uniform per
-candidate per step, so a request's reply does not depend on what else shares its batch.
+Randomness comes from one `torch.Generator` per candidate, seeded `cfg.seed + j` for candidate j and
+drawing one uniform per step, so a reply depends on neither the rest of its batch nor `n`: candidate j
+of a request equals the single reply of the same request with seed `cfg.seed + j`.
 Self-terminating models return log-probabilities; the same rules apply to them unchanged.
 """
 from __future__ import annotations
@@ -177,10 +178,10 @@ def _advance(model, tokens: torch.Tensor, segments: torch.Tensor, state):
     return scores[:, -1].float(), state
 
 
-def _seeds(cfg: DecodingConfig, count: int) -> list[int]:
-    if cfg.seed is not None:
-        return [cfg.seed] * count  # same seed + same request -> same reply, whatever the batch
-    return [int(torch.randint(0, 2**62, (1,)).item()) for _ in range(count)]
+def _seeds(cfg: DecodingConfig, prompts: int) -> list[int]:
+    """One seed per row (prompt i, candidate j): base_i + j, base_i = cfg.seed or a fresh draw."""
+    bases = [cfg.seed] * prompts if cfg.seed is not None else [int(torch.randint(0, 2**62, (1,))) for _ in range(prompts)]
+    return [base + j for base in bases for j in range(cfg.n)]
 
 
 def _hits_stop(tokens: list[int], stop_strings: Sequence[str], decode_fn) -> bool:
@@ -194,8 +195,8 @@ def _decode_steps(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id:
     if cfg.stop_strings and decode_fn is None:
         raise ValueError("stop_strings need a decode_fn (token ids -> text)")
     _check_lengths(model, prompts, cfg)
-    n, rules = cfg.n, build_rules(cfg, eos_id)
-    scores, state, segments = _prefill(model, prompts, n)
+    rules = build_rules(cfg, eos_id)
+    scores, state, segments = _prefill(model, prompts, cfg.n)
     rows, device = scores.shape[0], scores.device
     generators = [torch.Generator().manual_seed(s) for s in _seeds(cfg, len(prompts))]
     generated = torch.zeros(rows, 0, dtype=torch.long, device=device)
@@ -208,7 +209,7 @@ def _decode_steps(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id:
         if cfg.strategy == "greedy":
             tokens = processed.argmax(dim=-1)
         else:
-            uniforms = torch.cat([torch.rand(n, generator=g) for g in generators])
+            uniforms = torch.cat([torch.rand(1, generator=g) for g in generators])
             tokens = sample_from(processed, uniforms.to(device))
         tokens = torch.where(done, torch.full_like(tokens, eos_id), tokens)  # finished rows idle on eos
         step_lp = torch.log_softmax(scores, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)

@@ -144,6 +144,9 @@ def test_seeded_sampling_is_reproducible_and_seeds_matter():
     other = generate(model, PROMPTS, DecodingConfig(seed=124, top_p=1.0, consistent=False, n=4, max_new_tokens=10), EOS)
     assert first != other
     assert len({tuple(g.token_ids) for g in first[0]}) > 1  # the n candidates differ
+    for j in range(4):  # candidate j == the single reply with seed + j
+        single = generate(model, PROMPTS, DecodingConfig(seed=123 + j, top_p=1.0, consistent=False, max_new_tokens=10), EOS)
+        assert [row[j] for row in first] == [row[0] for row in single]
 
 
 def test_min_and_max_new_tokens():
@@ -198,3 +201,27 @@ def test_context_longer_than_the_model_allows_is_an_error():
 
 def test_generation_is_plain_data():
     assert Generation([1], "stop", -0.5) == Generation([1], "stop", -0.5)
+
+
+# ---------------------------------------------------------------- the real DialogLM (contract 3)
+
+@pytest.mark.parametrize("attention,self_terminating", [("softmax", False), ("linear", False), ("softmax", True)])
+def test_dialog_lm_batched_streamed_and_beam_agree(attention, self_terminating):
+    from models.dialog_lm import DialogLM, DialogLMConfig
+
+    torch.manual_seed(0)
+    cfg = DialogLMConfig(vocab_size=40, max_len=64, n_layer=2, n_head=2, d_model=32, dropout=0.0, attention=attention,
+                         self_terminating=self_terminating, st_epsilon=0.05, pad_id=PAD, eos_id=EOS)
+    model = DialogLM(cfg).eval()
+    prompts = [Prompt([2, 11, 12, 13, 3], [0] * 5, 1), Prompt([2, 20, 3, 21, 22, 3], [0, 0, 0, 1, 1, 1], 0), Prompt([2, 30, 3], [0] * 3, 1)]
+    greedy = DecodingConfig(strategy="greedy", max_new_tokens=40)
+    batched = generate(model, prompts, greedy, EOS)
+    single = [generate(model, [p], greedy, EOS)[0] for p in prompts]
+    assert [r[0].token_ids for r in batched] == [r[0].token_ids for r in single]
+    beam1 = generate(model, prompts, DecodingConfig(strategy="beam", num_beams=1, max_new_tokens=40), EOS)
+    assert [r[0].token_ids for r in beam1] == [r[0].token_ids for r in batched]
+    sample = DecodingConfig(seed=3, top_k=8, max_new_tokens=40)
+    for p, row in zip(prompts, generate(model, prompts, sample, EOS)):
+        assert list(stream(model, p, sample, EOS)) == row[0].token_ids
+    if self_terminating:  # p(eos) >= 1 - (1 - eps)^t: greedy must stop once that passes 1/2 (t >= 14)
+        assert all(r[0].finish_reason == "stop" and len(r[0].token_ids) < 14 for r in batched)
