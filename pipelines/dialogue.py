@@ -1,0 +1,169 @@
+"""Utterances -> `[CLS] u1 [SEP] u2 [SEP] ...` samples, windows, segment ids and loss masks (contract 2). No Ray here.
+
+Training samples (`dialogue_samples`, and its vectorised batch form `encode_pieces`) and the
+chat/serve/eval prompt (`build_context`) are built here and only here, so they cannot drift apart.
+
+Windowing: a dialogue whose sample would exceed `max_len` is cut into windows of whole consecutive
+utterances. Response k (every utterance but the first) is learnt in exactly one window, the one that
+starts as early as still fits with k in it; that window then takes as many following responses as
+fit. An utterance longer than `max_len - 4` tokens (room for [CLS], one context token, two [SEP])
+is cut to that length ("utterances" truncated); when not even the whole previous utterance fits as
+context, only its tail is kept in that window ("context" truncated).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.tokenizer import CLS_MARK, SEP_MARK, CharTokenizer
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int  # first utterance in the window (context only unless it is the dialogue's u1)
+    first_response: int  # loss starts at this utterance
+    end: int  # one past the last utterance
+    context_keep: int | None = None  # tokens kept (the tail) of utterance `start`, when cut
+
+
+def plan_windows(lengths: list[int], max_len: int) -> list[Window]:
+    """Windows over utterances of `lengths` tokens (each <= max_len - 4 from index 1 on)."""
+    n = len(lengths)
+    out, k = [], 1
+    while k < n:
+        used = 1 + lengths[k] + 1  # [CLS] + response + [SEP]
+        s = k
+        while s > 0 and used + lengths[s - 1] + 1 <= max_len:  # as much preceding context as fits
+            s -= 1
+            used += lengths[s] + 1
+        keep = None
+        if s == k:  # not even the whole previous utterance fits: keep its tail
+            s, keep = k - 1, max_len - used - 1
+            used = max_len
+        e = k + 1
+        while e < n and used + lengths[e] + 1 <= max_len:
+            used += lengths[e] + 1
+            e += 1
+        out.append(Window(s, k, e, keep))
+        k = e
+    return out
+
+
+def window_sample(utterance_ids: list, window: Window, tok: CharTokenizer, offset: int = 0):
+    """(input_ids, segment_ids, loss_mask) of one window; `offset` = index of utterance 0 in the
+    original dialogue (a piece cut at an empty turn keeps its speakers' parity)."""
+    ids, seg, mask = [tok.cls_id], [(offset + window.start) % 2], [0]
+    for i in range(window.start, window.end):
+        u = list(utterance_ids[i])
+        if i == window.start and window.context_keep is not None:
+            u = u[len(u) - window.context_keep:]
+        learn = int(i >= window.first_response)
+        s = (offset + i) % 2
+        ids += u + [tok.sep_id]
+        seg += [s] * (len(u) + 1)
+        mask += [learn] * (len(u) + 1)
+    return ids, seg, mask
+
+
+def dialogue_samples(utterance_ids: list, tok: CharTokenizer, max_len: int, counts: Counter | None = None,
+                     offset: int = 0) -> list[tuple[list[int], list[int], list[int], int]]:
+    """Every window of one dialogue as (input_ids, segment_ids, loss_mask, n_turns)."""
+    limit = max_len - 4
+    utterance_ids = [list(u) for u in utterance_ids]
+    for i in range(1, len(utterance_ids)):
+        if len(utterance_ids[i]) > limit:
+            utterance_ids[i] = utterance_ids[i][:limit]
+            if counts is not None:
+                counts["utterances"] += 1
+    windows = plan_windows([len(u) for u in utterance_ids], max_len)
+    out = []
+    for w in windows:
+        if w.context_keep is not None and counts is not None:
+            counts["context"] += 1
+        ids, seg, mask = window_sample(utterance_ids, w, tok, offset)
+        out.append((ids, seg, mask, w.end - w.start))
+    return out
+
+
+def build_context(utterances: list[str], tok: CharTokenizer, max_len: int, reserve: int = 0):
+    """The prompt `[CLS] u1 [SEP] ... un [SEP]`, oldest utterances dropped until it fits
+    `max_len - reserve`; returns (input_ids, segment_ids, reply_segment = len(utterances) % 2).
+    Segments follow each utterance's index in `utterances`, so the reply's parity never depends on
+    how much history was dropped. A last utterance too long on its own keeps its tail."""
+    budget = max_len - reserve
+    if budget < 3:
+        raise ValueError(f"build_context: max_len - reserve = {budget} leaves no room for an utterance")
+    encoded = [tok.encode(u) for u in utterances]
+    start, used = len(encoded), 1
+    while start > 0 and used + len(encoded[start - 1]) + 1 <= budget:
+        start -= 1
+        used += len(encoded[start]) + 1
+    if start == len(encoded) and encoded:  # the last utterance alone is too long: keep its tail
+        start = len(encoded) - 1
+        encoded[start] = encoded[start][len(encoded[start]) - (budget - 2):]
+    first_segment = start % 2 if start < len(encoded) else len(encoded) % 2
+    ids, seg = [tok.cls_id], [first_segment]
+    for i in range(start, len(encoded)):
+        ids += encoded[i] + [tok.sep_id]
+        seg += [i % 2] * (len(encoded[i]) + 1)
+    return ids, seg, len(utterances) % 2
+
+
+def encode_pieces(pieces: list[list[str]], offsets: list[int], tok: CharTokenizer, max_len: int,
+                  counts: Counter | None = None):
+    """A batch of cleaned dialogues -> sample columns, vectorised over the whole batch.
+
+    All pieces become one string `\\x02u1\\x03u2\\x03...\\x03\\x02...` whose marks map to [CLS]/[SEP],
+    so tokenising, segment ids and loss masks are a few NumPy passes. Pieces longer than `max_len`
+    (rare in chit-chat) go through `dialogue_samples`. Returns (input_ids, segment_ids, loss_mask
+    as (offsets, values) pairs, source piece index per sample, n_turns per sample).
+    """
+    text = "".join(CLS_MARK + SEP_MARK.join(p) + SEP_MARK for p in pieces)
+    ids = tok.encode_marked(text)
+    is_cls = ids == tok.cls_id
+    is_sep = ids == tok.sep_id
+    starts = np.flatnonzero(is_cls)
+    if len(starts) != len(pieces):
+        raise RuntimeError(f"encode_pieces: {len(starts)} [CLS] marks for {len(pieces)} pieces")
+    lengths = np.diff(np.append(starts, len(ids)))
+    # Turn index of each token inside its piece: [SEP]s before it (its own [SEP] excluded).
+    seps_before = np.cumsum(is_sep) - is_sep
+    turn = seps_before - np.repeat(seps_before[starts], lengths)
+    piece_offset = np.repeat(np.asarray(offsets, dtype=np.int64), lengths)
+    segment = ((turn + piece_offset) % 2).astype(np.int8)
+    loss = ((turn >= 1) & ~is_cls).astype(np.int8)
+
+    fits = lengths <= max_len
+    keep = np.repeat(fits, lengths)
+    fast_lengths = lengths[fits]
+    out_ids, out_seg, out_mask = [ids[keep]], [segment[keep]], [loss[keep]]
+    sample_lengths = [fast_lengths]
+    piece_index = [np.flatnonzero(fits)]
+    n_turns = [np.asarray([len(pieces[i]) for i in piece_index[0]], dtype=np.int16)]
+
+    for i in np.flatnonzero(~fits):  # long pieces: whole-utterance windows
+        body = ids[starts[i] + 1: starts[i] + lengths[i]]
+        cuts = np.flatnonzero(body == tok.sep_id)
+        utterance_ids = np.split(body, cuts + 1)[:-1]
+        utterance_ids = [u[:-1] for u in utterance_ids]  # drop each closing [SEP]
+        for s_ids, s_seg, s_mask, turns in dialogue_samples(utterance_ids, tok, max_len, counts, int(offsets[i])):
+            out_ids.append(np.asarray(s_ids, dtype=np.int32))
+            out_seg.append(np.asarray(s_seg, dtype=np.int8))
+            out_mask.append(np.asarray(s_mask, dtype=np.int8))
+            sample_lengths.append(np.asarray([len(s_ids)]))
+            piece_index.append(np.asarray([i]))
+            n_turns.append(np.asarray([turns], dtype=np.int16))
+
+    sample_lengths = np.concatenate(sample_lengths).astype(np.int32)
+    list_offsets = np.zeros(len(sample_lengths) + 1, dtype=np.int32)
+    np.cumsum(sample_lengths, out=list_offsets[1:])
+    return {
+        "offsets": list_offsets,
+        "input_ids": np.concatenate(out_ids).astype(np.int32),
+        "segment_ids": np.concatenate(out_seg),
+        "loss_mask": np.concatenate(out_mask),
+        "piece_index": np.concatenate(piece_index),
+        "n_turns": np.concatenate(n_turns),
+    }
