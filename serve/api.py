@@ -21,11 +21,14 @@ import asyncio
 import hmac
 import json
 import os
+import re
 import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from serve.config import ServeConfig
@@ -228,16 +231,18 @@ class AttributionBackend(Protocol):
 
 def error_response(status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None,
                    code: str | None = None, headers: dict | None = None):
-    from fastapi.responses import JSONResponse
-
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TYPES = {"str", "int", "float", "bool", "list", "dict"}
 
 
 def _validation_message(e: ValidationError) -> tuple[str, str | None]:
     parts, first = [], None
     for err in e.errors(include_url=False):
-        loc = ".".join(str(x) for x in err["loc"] if x not in ("str", "list[TextPart]", "function-after[_content(), str]"))
+        loc = ".".join(str(x) for x in err["loc"] if isinstance(x, int) or (_FIELD.fullmatch(x) and x not in _TYPES))
         first = first or loc or None
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
@@ -289,9 +294,6 @@ def create_app(cfg: ServeConfig, chat: ChatBackend | None = None, attribution: A
                page: bool = True):
     """The FastAPI app. Serve's chat application passes `chat` (and serves the page); the attribution
     application passes `attribution`; the in-process app used in tests may pass both."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-
     app = FastAPI(title="liaotian", docs_url=None, redoc_url=None, openapi_url=None)
     key = api_key(cfg)
 
@@ -303,10 +305,7 @@ def create_app(cfg: ServeConfig, chat: ChatBackend | None = None, attribution: A
                 return error_response(401, "missing or wrong API key (Authorization: Bearer ...)",
                                       type_="authentication_error", code="invalid_api_key",
                                       headers={"WWW-Authenticate": "Bearer"})
-        try:
-            return await call_next(request)
-        except _Reject as r:
-            return r.response
+        return await call_next(request)
 
     @app.exception_handler(_Reject)
     async def _rejected(request, exc: _Reject):

@@ -233,7 +233,8 @@ class Explainer:
             self.chat, self.chat_tok = _load(chat_dir, device)
 
     def _window(self, model) -> int:
-        return int(getattr(model.config, "max_len", 512))
+        c = model.config
+        return int(getattr(c, "max_len", None) or (getattr(c, "encoder_config", None) or {}).get("max_len", 512))
 
     def prepare(self, req: AttributionRequest) -> PreparedAttribution:
         steps = req.steps or self.default_steps
