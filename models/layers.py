@@ -1,0 +1,172 @@
+"""Shared Transformer pieces: the output record, embeddings, MLP, pre-LN block, MLM head. No Ray here.
+
+Tensor letters: B batch, T time, D model width, H heads, V vocabulary, N scored positions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.sizing import check_embedding_dim
+
+
+@dataclass
+class ModelOutput:
+    """What every model's `forward` returns.
+
+    `logits` is (B,T,V) when no loss mask/labels are given; in training (a loss mask or labels given)
+    only the scored positions are projected, so `logits` is (N,V) in row-major order of those
+    positions and `targets` (N,) holds their target ids. `token_nll` (B,T) is the per-token negative
+    log-likelihood at the scored positions (0 elsewhere), indexed by the *target* position.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    token_nll: torch.Tensor | None = None
+    hidden_states: torch.Tensor | None = None
+
+
+def validate_common(cfg: Any) -> None:
+    """Checks shared by every config dataclass (raises ValueError naming the field)."""
+    for name in ("vocab_size", "max_len", "n_layer", "n_head", "d_model"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"{type(cfg).__name__}.{name} must be positive, got {getattr(cfg, name)}")
+    if cfg.d_model % cfg.n_head:
+        raise ValueError(f"{type(cfg).__name__}: d_model={cfg.d_model} is not divisible by n_head={cfg.n_head}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"{type(cfg).__name__}.dropout must be in [0, 1), got {cfg.dropout}")
+    for f in fields(cfg):
+        if f.name.endswith("_id") and not 0 <= getattr(cfg, f.name) < cfg.vocab_size:
+            raise ValueError(f"{type(cfg).__name__}.{f.name}={getattr(cfg, f.name)} outside vocab_size={cfg.vocab_size}")
+    check_embedding_dim(cfg.d_model, cfg.vocab_size)
+
+
+class PretrainedMixin:
+    """`model.save_pretrained(dir)` / `Model.from_pretrained(dir)`, delegating to models.checkpoint."""
+
+    def save_pretrained(self, directory, tokenizer_dir=None, extra=None):
+        from models.checkpoint import save_pretrained
+
+        return save_pretrained(self, directory, tokenizer_dir=tokenizer_dir, extra=extra)
+
+    @classmethod
+    def from_pretrained(cls, directory, device="cpu"):
+        from models.checkpoint import load_pretrained
+
+        model = load_pretrained(directory, device=device)
+        if not isinstance(model, cls):
+            raise ValueError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+
+class Embeddings(nn.Module):
+    """token + learned absolute position (+ segment) embeddings, optional LayerNorm, dropout."""
+
+    def __init__(self, vocab_size: int, max_len: int, d_model: int, dropout: float, n_segments: int = 0, layer_norm: bool = False):
+        super().__init__()
+        self.token = nn.Embedding(vocab_size, d_model)
+        self.position = nn.Embedding(max_len, d_model)
+        self.segment = nn.Embedding(n_segments, d_model) if n_segments else None
+        self.ln = nn.LayerNorm(d_model) if layer_norm else None
+        self.drop = nn.Dropout(dropout)
+        self.max_len = max_len
+
+    def forward(self, input_ids, positions=None, segment_ids=None, token_embeds=None):
+        x = self.token(input_ids) if token_embeds is None else token_embeds  # (B, T, D)
+        T = x.shape[1]
+        if positions is None:
+            if T > self.max_len:
+                raise ValueError(f"sequence length {T} exceeds max_len={self.max_len}")
+            x = x + self.position.weight[:T]  # broadcast over B, no index tensor needed
+        else:
+            if positions.numel() and int(positions.max()) >= self.max_len:
+                raise ValueError(f"position {int(positions.max())} exceeds max_len={self.max_len}")
+            x = x + self.position(positions)
+        if self.segment is not None and segment_ids is not None:
+            x = x + self.segment(segment_ids.long())
+        if self.ln is not None:
+            x = self.ln(x)
+        return self.drop(x)
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, dropout: float, expansion: int = 4):
+        super().__init__()
+        self.fc = nn.Linear(d_model, expansion * d_model)
+        self.proj = nn.Linear(expansion * d_model, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block: x + Attn(LN(x)), then x + MLP(LN(x)) (GPT-2 layout).
+
+    `attention` is any module called as `attention(x, kv=None, **kw) -> (out, new_cache)`;
+    `kv` (already normalised by the caller) lets T-TA take keys/values from the embeddings.
+    """
+
+    def __init__(self, d_model: int, attention: nn.Module, dropout: float):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = attention
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = MLP(d_model, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, kv=None, cache=None, **attn_kw):
+        a, cache = self.attn(self.ln1(x), kv=kv, cache=cache, **attn_kw)
+        x = x + self.drop(a)
+        x = x + self.mlp(self.ln2(x))
+        return x, cache
+
+
+class MLMHead(nn.Module):
+    """BERT's prediction head: dense + GELU + LN, then the tied token embedding plus a bias."""
+
+    def __init__(self, d_model: int, vocab_size: int):
+        super().__init__()
+        self.dense = nn.Linear(d_model, d_model)
+        self.ln = nn.LayerNorm(d_model)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, h, embedding_weight):
+        return F.linear(self.ln(F.gelu(self.dense(h))), embedding_weight, self.bias)
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """GPT-2/BERT initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=std)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def scored_cross_entropy(hidden, scored, targets_full, project):
+    """Loss only where `scored` (B,T) is true: gather the hidden states first, then project.
+
+    Projecting N ≪ B·T rows to the vocabulary is the main saving in training.
+    `project(h (N,D), idx (N,)) -> (N,V)` returns logits or log-probabilities; `idx` are the flat
+    (row-major) indices of the scored positions, for callers that gather more per-position data.
+    Returns (loss, logits (N,V), targets (N,), token_nll (B,T)).
+    """
+    idx = scored.reshape(-1).nonzero().squeeze(1)  # (N,)
+    h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, idx)  # (N, D)
+    targets = targets_full.reshape(-1).index_select(0, idx)  # (N,)
+    logits = project(h, idx)  # (N, V)
+    nll = F.cross_entropy(logits.float(), targets, reduction="none")  # (N,)
+    token_nll = torch.zeros(scored.numel(), dtype=nll.dtype, device=nll.device).index_copy(0, idx, nll)
+    loss = nll.mean() if idx.numel() else nll.sum()
+    return loss, logits, targets, token_nll.view(scored.shape)
