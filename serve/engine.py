@@ -103,6 +103,9 @@ class ChatEngine:
         self.mlm = self.mlm_tok = None
         if rerank_dir is not None:
             self.mlm, self.mlm_tok = _load(rerank_dir, device)
+            same = self.mlm_tok.vocab_size == self.tok.vocab_size and self.mlm_tok.convert_ids_to_tokens(
+                range(self.tok.vocab_size)) == self.tok.convert_ids_to_tokens(range(self.tok.vocab_size))
+            self._source_tok = None if same else self.tok  # rerank maps ids by token string when they differ
 
     def decode(self, ids) -> str:
         return self.tok.decode(list(ids), skip_special=True)
@@ -149,9 +152,8 @@ class ChatEngine:
 
         candidates = [list(g.token_ids) for g in gens]
         order = rerank(self.mlm, self.mlm_tok, item.prompt.input_ids, candidates,
-                       lm_scores=[g.logprob for g in gens], alpha=item.rerank.alpha)
-        order = [o[0] if isinstance(o, (tuple, list)) else o for o in order]
-        return [gens[int(i)] for i in order]
+                       lm_scores=[g.logprob for g in gens], alpha=item.rerank.alpha, source_tok=self._source_tok)
+        return [gens[i] for i, _ in order]
 
     @torch.no_grad()
     def run_batch(self, items: list[PreparedChat]) -> list[ChatResult]:

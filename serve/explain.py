@@ -135,10 +135,10 @@ def cli_main(args) -> int:
     is_chat = read_model_type(model_dir) == "dialog_lm"
     body = {"baseline": args.baseline, "method": args.method, "steps": args.steps}
     if is_chat:
-        if not args.reply or args.text:
+        if not args.reply or not args.context or args.text:
             print("liaotian explain: a dialogue model explains --reply after --context turns (not --text)", file=sys.stderr)
             return 2
-        turns = args.context or [""]
+        turns = args.context
         roles = ["user" if (len(turns) - i) % 2 == 1 else "assistant" for i in range(len(turns))]
         body.update(messages=[{"role": r, "content": t} for r, t in zip(roles, turns)], reply=args.reply)
     else:

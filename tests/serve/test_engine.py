@@ -1,0 +1,113 @@
+"""ChatEngine / Explainer without Ray or HTTP, and the explain views (ANSI, HTML, CLI)."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from serve.api import AttributionRequest, ChatCompletionRequest
+from serve.config import ServeConfig
+from serve.engine import ChatEngine, Explainer, _holdback, _stop_cut
+from serve.explain import heat_rgb, render_ansi, render_html
+
+CFG = ServeConfig(max_new_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_models):
+    return ChatEngine(tiny_models["dialog"], tiny_models["mlm"])
+
+
+def request(text, **kw) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": text}], **kw})
+
+
+def test_batch_gives_each_request_its_own_reply(engine):
+    reqs = [request("你好", seed=1, max_tokens=8), request("今天天气很不错", seed=2, max_tokens=8),
+            request("你好", seed=1, max_tokens=8, n=2), request("你是谁", max_tokens=4, temperature=0)]
+    items = [engine.prepare(r, CFG) for r in reqs]
+    together = engine.run_batch(items)
+    alone = [engine.run_batch([it])[0] for it in items]
+    assert [[c.text for c in r.choices] for r in together] == [[c.text for c in r.choices] for r in alone]
+    assert together[0].choices[0].text == together[2].choices[0].text  # same seed, same first candidate
+    assert [len(r.choices) for r in together] == [1, 1, 2, 1]
+    assert all(c.completion_tokens <= 8 for r in together for c in r.choices)
+
+
+def test_history_is_formatted_with_build_context(engine, tiny_models):
+    from pipelines.dialogue import build_context
+
+    req = ChatCompletionRequest.model_validate({"messages": [
+        {"role": "user", "content": "你好"}, {"role": "assistant", "content": "好"},
+        {"role": "user", "content": "吃饭了吗"}, {"role": "user", "content": "嗯"}], "max_tokens": 8})
+    item = engine.prepare(req, CFG)
+    ids, seg, reply_seg = build_context(["你好", "好", "吃饭了吗 嗯"], engine.tok, engine.max_len, reserve=8)
+    assert (item.prompt.input_ids, item.prompt.segment_ids, item.prompt.reply_segment) == (ids, seg, reply_seg)
+    assert item.decoding.consistent and item.decoding.strategy == "sample" and item.decoding.top_p == 0.9
+
+
+def test_stream_equals_batch(engine):
+    item = engine.prepare(request("你好", seed=5, max_tokens=12, top_p=1.0, n=2), CFG)
+    whole = engine.run_batch([item])[0]
+    deltas = list(engine.stream(item))
+    for j, c in enumerate(whole.choices):
+        assert "".join(d.text for d in deltas if d.index == j) == c.text
+        assert [d.finish_reason for d in deltas if d.index == j and d.finish_reason] == [c.finish_reason]
+        assert sum(d.tokens for d in deltas if d.index == j) == c.completion_tokens
+
+
+def test_stop_helpers():
+    assert _stop_cut("你好吗我", ["好吗", "我"]) == 1 and _stop_cut("abc", ["x"]) is None
+    assert _holdback("今天天", ["天气"]) == 1 and _holdback("今天", ["天气很"]) == 1 and _holdback("今天", ["x"]) == 0
+
+
+def test_rerank_orders_candidates(engine):
+    item = engine.prepare(request("你好", seed=3, max_tokens=6, n=2, rerank={"candidates": 5, "alpha": 0.0}), CFG)
+    assert item.decoding.n == 5
+    result = engine.run_batch([item])[0]
+    assert len(result.choices) == 2
+
+
+def test_explainer_batch_matches_single(tiny_models):
+    ex = Explainer(tiny_models["classifier"], tiny_models["dialog"], default_steps=16)
+    items = [ex.prepare(AttributionRequest.model_validate(b)) for b in (
+        {"text": "开心"}, {"messages": [{"role": "user", "content": "你好"}], "reply": "好的"})]
+    batch = ex.explain(items)
+    assert [r["kind"] for r in batch] == ["classifier", "chat"]
+    assert batch[1] == ex.explain([items[1]])[0]
+    for r in batch:
+        assert abs(sum(r["scores"]) - (r["f_x"] - r["f_baseline"])) == pytest.approx(r["delta"], abs=1e-5)
+
+
+def test_heat_colour_is_redder_when_more_important():
+    assert heat_rgb(0.0, 1.0) == (255, 255, 255)
+    g = [heat_rgb(s, 1.0)[1] for s in (0.1, 0.5, 1.0)]
+    assert g == sorted(g, reverse=True) and heat_rgb(-1.0, 1.0) == heat_rgb(1.0, 1.0)
+
+
+def test_ansi_and_html_views():
+    line = render_ansi(["今", "天"], [0.2, -1.0])
+    colours = re.findall(r"\x1b\[48;2;(\d+);(\d+);(\d+)m", line)
+    assert colours == [("255", "212", "212"), ("255", "38", "38")]
+    assert "\x1b[4m天" in line  # the negative score is underlined
+    result = {"tokens": ["[CLS]", "今", "<b>"], "scores": [0.0, 0.5, 0.25], "f_x": 1.0, "f_baseline": 0.2,
+              "delta": 0.05, "steps": 8, "method": "gausslegendre", "baseline": "pad", "label": 1,
+              "label_name": "positive", "probability": 0.7}
+    page = render_html(result)
+    assert page.count('class="tok') == 3 and "&lt;b&gt;" in page and "positive (p = 0.700)" in page
+    assert ".heatmap .tok" in page and "http" not in page  # styles inlined, nothing fetched
+    with pytest.raises(ValueError):
+        render_ansi(["a"], [0.1, 0.2])
+
+
+def test_explain_cli(tiny_models, tmp_path, capsys):
+    from liaotian.cli import main
+
+    out = tmp_path / "view.html"
+    assert main(["explain", str(tiny_models["classifier"]), "--text", "今天很开心", "--steps", "8", "--html", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "\x1b[48;2;" in printed and "F(x)" in printed and "8 steps" in printed
+    assert out.read_text(encoding="utf-8").count('class="tok') == 7
+    assert main(["explain", str(tiny_models["dialog"]), "--context", "你好", "--reply", "好的", "--json"]) == 0
+    assert '"kind": "chat"' in capsys.readouterr().out
+    assert main(["explain", str(tiny_models["dialog"]), "--text", "x"]) == 2
