@@ -37,6 +37,18 @@ CHAT_APP, ATTRIBUTION_APP = "chat", "attribution"
 ROUTES = {CHAT_APP: "/", ATTRIBUTION_APP: "/v1/attributions"}
 
 
+def full_paths(app):
+    """Serve passes an application's route prefix as the ASGI `root_path`, and Starlette then matches
+    routes on the rest of the path ("" for `/v1/attributions` itself). The routes here are declared
+    with their full paths, so the prefix is cleared before routing."""
+    async def asgi(scope, receive, send):
+        if scope["type"] in ("http", "websocket") and scope.get("root_path"):
+            scope = dict(scope, root_path="")
+        await app(scope, receive, send)
+
+    return asgi
+
+
 @serve.deployment(name="ChatBot", health_check_period_s=10, health_check_timeout_s=30)
 @serve.ingress()
 class ChatBot:
@@ -91,7 +103,7 @@ class Attributor:
         self._explain_batch.set_batch_wait_timeout_s(self.section.batch_wait_timeout_s)
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.cfg, attribution=self, page=False)
+        return full_paths(create_app(self.cfg, attribution=self, page=False))
 
     def check_health(self):
         if self.explainer is None:

@@ -59,3 +59,36 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+API_KEY = "test-key"
+
+
+@pytest.fixture(scope="session")
+def served(ray_session, tiny_models, tmp_path_factory):
+    """Both Serve applications on a free loopback port, small limits and fast autoscaling.
+    Yields (base_url, run config); Serve is shut down afterwards."""
+    from ray import serve
+
+    from liaotian.config import load_run_config
+    from serve.app import run
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fast = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2, "upscale_delay_s": 0.5,
+            "downscale_delay_s": 2.0, "look_back_period_s": 1.0, "metrics_interval_s": 0.5}
+    cfg = load_run_config(None, {
+        "run_dir": str(tmp_path_factory.mktemp("serve_run")),
+        "serve": {"port": port, "api_key": API_KEY, "max_new_tokens": 32, "request_timeout_s": 30,
+                  "chat_model": str(tiny_models["dialog"]), "rerank_model": str(tiny_models["mlm"]),
+                  "classifier_model": str(tiny_models["classifier"]), "ig_steps": 16,
+                  "chat": {"num_cpus": 0.5, "max_ongoing_requests": 4, "max_queued_requests": 4, "max_batch_size": 4,
+                           "autoscaling": fast},
+                  "attribution": {"num_cpus": 0.5, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}},
+    })
+    run(cfg, blocking=False)
+    try:
+        yield f"http://127.0.0.1:{port}", cfg
+    finally:
+        serve.shutdown()
