@@ -31,7 +31,9 @@ class TuneConfig:
     eval_every: int | None = 50  # None = train.classifier.eval_every
     max_concurrent_trials: int = 2
     cpus_per_trial: float = 1.0  # the trial process (it drives the Train workers)
-    trial_workers: int = 1  # Ray Train workers inside one trial (0 = local mode: no metrics until the end)
+    # Ray Train workers inside one trial. At least 1: in Ray 2.60 a local-mode (0-worker) Train run
+    # inside a Tune trial fails, because ray.train.report/get_context raise in a Tune session.
+    trial_workers: int = 1
     max_failures: int = 0  # Tune retries of a failed trial
     asha: bool = True
     grace_period: int = 2  # evaluations before ASHA may stop a trial
@@ -54,7 +56,8 @@ class TuneConfig:
             raise ConfigError("tune.lrs must be > 0")
         if self.num_samples < 1:
             raise ConfigError("tune.num_samples must be >= 1")
-        if self.trial_workers < 0 or self.cpus_per_trial <= 0:
-            raise ConfigError("tune.trial_workers must be >= 0 and tune.cpus_per_trial > 0")
+        if self.trial_workers < 1 or self.cpus_per_trial <= 0:
+            raise ConfigError("tune.trial_workers must be >= 1 (Ray 2.60 cannot run local-mode Train inside "
+                              "a Tune trial) and tune.cpus_per_trial > 0")
         if self.grace_period < 1 or self.reduction_factor < 2:
             raise ConfigError("tune.grace_period must be >= 1 and tune.reduction_factor >= 2")

@@ -70,18 +70,14 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     data["seed"] = spec["seed"]
     cfg = from_dict(run_config_cls(), data)
     job = job_for(cfg.train.classifier, {**spec["overrides"], "scaling.num_workers": ctx["trial_workers"]})
-    callbacks = []
-    if job.scaling.num_workers > 0:
-        # Local mode (0 workers) runs no Train callbacks at all, so only the final report reaches Tune.
-        from ray.tune.integration.ray_train import TuneReportCallback
-        callbacks.append(TuneReportCallback())
+    from ray.tune.integration.ray_train import TuneReportCallback  # rank 0's reports -> this trial
     t0 = time.time()
     # A retried or resumed trial continues its own Train run (same name and storage) from its last
     # checkpoint instead of starting over.
     resume = (trial_dir / "train" / "train").is_dir()
     res = train_run("classifier", cfg, job=job, data_dir=ctx["data_dir"], init_from=ctx["init_from"],
                     storage_path=str(trial_dir / "train"), name="train", export_dir=str(trial_dir / "model"),
-                    callbacks=callbacks, resume=resume)
+                    callbacks=[TuneReportCallback()], resume=resume)
     final = {k: float(v) for k, v in (res.metrics or {}).items()
              if isinstance(v, (int, float)) and not isinstance(v, bool) and k.startswith(("val_", "train_"))}
     final.update(_test_metrics(res.test_metrics))
@@ -163,7 +159,7 @@ def run(cfg, *, resume: bool = False, name: str = "sweep", callbacks=None) -> Sw
             shutil.rmtree(exp_dir)
         tuner = _build_tuner(cfg, exp_dir, trainable, callbacks)
     tuner.fit()
-    records, interrupted = collect_records(exp_dir)
+    records, interrupted = collect_records(exp_dir, expand(cfg.tune, cfg.seed))
     best = select_best(records)
     model_dir = None
     if best is not None and cfg.tune.export_best and not interrupted:
@@ -194,8 +190,12 @@ def _num(x) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
-def collect_records(exp_dir: Path) -> tuple[list[dict[str, Any]], bool]:
-    """Trial records for tune.report, read from the experiment directory; True when unfinished trials remain."""
+def collect_records(exp_dir: Path, specs: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """Trial records for tune.report, read from the experiment directory; True when unfinished trials remain.
+
+    Tune creates trials lazily, so an interrupted sweep's state may not list the trials it never
+    started: `specs` (the full sweep) lets those count as unfinished too.
+    """
     from ray.tune import ExperimentAnalysis
 
     analysis = ExperimentAnalysis(str(exp_dir))
@@ -234,6 +234,13 @@ def collect_records(exp_dir: Path) -> tuple[list[dict[str, Any]], bool]:
         if final is not None and (tdir / "final.json").is_file():
             rec["model_dir"] = json.loads((tdir / "final.json").read_text(encoding="utf-8")).get("model_dir")
         records.append(rec)
+    seen = {r["trial_id"] for r in records}
+    for spec in specs or []:
+        if spec["key"] not in seen:
+            interrupted = True
+            records.append({"trial_id": spec["key"], "loss": spec["loss"], "regularizer": spec["regularizer"],
+                            "lr": spec["lr"], "seed": spec["seed"], "status": "unfinished", "error": None,
+                            "steps": 0, "attempts": 0, "history": [], "model_dir": None})
     return records, interrupted
 
 

@@ -103,33 +103,33 @@ def test_tiny_sweep_writes_report_exports_best_and_reports_the_failed_trial(ray_
     assert type(model).__name__ == "Classifier"
 
 
-class _InterruptAfterFirstCompletion:
-    """A Tune callback that sends the driver the signal Tune treats like Ctrl+C, once."""
+def _interrupt_after_first_completion(marker: Path):
+    """A Tune callback that sends the driver the signal Tune treats like Ctrl+C, once.
 
-    def __init__(self):
-        from ray.tune import Callback
+    Once per marker file, not per object: a restored experiment unpickles its callbacks afresh.
+    """
+    from ray.tune import Callback
 
-        class Cb(Callback):
-            fired = False
+    class InterruptOnce(Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            if not marker.exists():
+                marker.write_text(trial.trial_id)
+                os.kill(os.getpid(), signal.SIGUSR1)
 
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                if not Cb.fired:
-                    Cb.fired = True
-                    os.kill(os.getpid(), signal.SIGUSR1)
-
-        self.callback = Cb()
+    return InterruptOnce()
 
 
 def test_resume_after_interruption_does_not_rerun_finished_trials(ray_session, run_dir):
     from tune import sweep
 
-    # local-mode trials (no Train workers) keep this test short; one trial at a time
+    # one trial at a time, so that the interruption lands between trials
     cfg = _cfg(run_dir, "tune.losses=[{name: ce}, {name: weighted_ce}, {name: posthoc_la, tau: 1.0}]",
-               "tune.trial_workers=0", "tune.asha=false", "tune.max_concurrent_trials=1")
-    first = sweep.run(cfg, name="resumable", callbacks=[_InterruptAfterFirstCompletion().callback])
+               "tune.trial_workers=1", "tune.asha=false", "tune.max_concurrent_trials=1")
+    first = sweep.run(cfg, name="resumable", callbacks=[_interrupt_after_first_completion(run_dir / "interrupted")])
     assert first.interrupted and first.model_dir is None
     finished = {r["trial_id"] for r in first.records if r["status"] == "completed"}
-    assert 1 <= len(finished) < 3
+    assert 1 <= len(finished) < 3 and len(first.records) == 3
+    assert {r["status"] for r in first.records} <= {"completed", "unfinished"}
     second = sweep.run(cfg, name="resumable", resume=True)
     assert not second.interrupted
     assert [r["status"] for r in second.records] == ["completed"] * 3
