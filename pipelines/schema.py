@@ -34,6 +34,7 @@ REASONS = {
     "duplicate": "the same cleaned dialogue (or text) seen earlier in the input order",
     "bad_label": "a sentiment label that is not an integer class",
     "empty_text": "a text that is empty after cleaning",
+    "subsampled": "left out of train by --imbalance (a valid record, counted so that in == out + rejected)",
     "error": "an unexpected exception while processing the record",
 }
 

@@ -1,0 +1,347 @@
+"""`liaotian data dialog|sentiment|text`: corpora -> Parquet shards with Ray Data (the only Ray in pipelines' data path).
+
+Dialog job, in passes over streamed data (memory stays flat as the corpus grows):
+  1. read (a Datasource: one streaming read task per file/split) -> clean (map_batches, tasks)
+     -> `_work/clean/*.parquet` (kept dialogues AND rejected records, each with its reason)
+  2. duplicates: the 64-bit content keys of kept records, sorted once (see `find_duplicates`)
+  3. vocabulary: per-batch code point counts (map_batches) summed into one fixed-size vector
+  4. encode (map_batches, actor pool below the CPU count) -> `_work/samples/split=*/`
+  5. the driver streams shards into `train/ valid/ test/`, writes `rejected/*.jsonl`, manifest
+Every stage catches per record and emits a reason column; `max_errored_blocks` is never used.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from pipelines import readers
+from pipelines.cleaning import clean_dialogues, content_key
+from pipelines.config import DialogDataConfig
+from pipelines.dialogue import encode_pieces
+from pipelines.schema import DIALOG_SCHEMA, Manifest, RejectedRecord
+from pipelines.shards import (CLEAN_COUNTERS, assign_split, check_output_dir, finish_output, input_info, read_units,
+                              tokenizer_for)
+
+TRUNC_COUNTERS = ("trunc_utterances", "trunc_context")
+
+
+# ------------------------------------------------------------------ pass 1: clean (Ray Data task)
+
+def clean_batch(batch: pa.Table, max_chars: int, valid_fraction: float, test_fraction: float) -> pa.Table:
+    """Raw records -> cleaned pieces + key + split, or the rejection; batch cleaning counts on row 0."""
+    n = batch.num_rows
+    reasons = batch.column("reason").to_pylist()
+    utterances = batch.column("utterances").to_pylist()
+    counts: Counter = Counter()
+    ok = [i for i in range(n) if reasons[i] is None]
+    details = batch.column("detail").to_pylist()
+    records = batch.column("record").to_pylist()
+    pieces_out, offsets_out, keys = [None] * n, [None] * n, [None] * n
+    try:
+        cleaned = clean_dialogues([utterances[i] for i in ok], max_chars, counts)
+    except Exception:  # isolate the record that breaks the batch path, reject only it
+        cleaned = []
+        for i in ok:
+            try:
+                cleaned.append(clean_dialogues([utterances[i]], max_chars, counts)[0])
+            except Exception as e:
+                cleaned.append(e)
+    splits = batch.column("split").to_pylist()
+    for i, result in zip(ok, cleaned):
+        if isinstance(result, Exception):
+            reasons[i], details[i], records[i] = "error", f"{type(result).__name__}: {result}", json.dumps(utterances[i], ensure_ascii=False)
+        elif result is None:
+            reasons[i], records[i] = "too_few_utterances", json.dumps(utterances[i], ensure_ascii=False)
+            details[i] = "fewer than 2 non-empty utterances in a row after cleaning"
+        else:
+            pieces_out[i] = [p for _, p in result]
+            offsets_out[i] = [o for o, _ in result]
+            keys[i] = content_key(result)
+            if splits[i] is None:
+                splits[i] = assign_split(keys[i], valid_fraction, test_fraction)
+    unit = np.asarray(batch.column("unit"), dtype=np.int64)
+    position = np.asarray(batch.column("position"), dtype=np.int64)
+    cols = {
+        "order": pa.array((unit << 40) | position, pa.int64()),  # input order: the first copy wins
+        "source": batch.column("source"), "position": batch.column("position"),
+        "split": pa.array(splits, pa.string()),
+        "dialogue_id": pa.array([f"{u}-{p}" for u, p in zip(unit.tolist(), position.tolist())], pa.string()),
+        "pieces": pa.array(pieces_out, pa.list_(pa.list_(pa.string()))),
+        "offsets": pa.array(offsets_out, pa.list_(pa.int16())),
+        "key": pa.array(keys, pa.int64()),
+        "reason": pa.array(reasons, pa.string()), "detail": pa.array(details, pa.string()),
+        "record": pa.array(records, pa.string()),
+    }
+    for name in CLEAN_COUNTERS:
+        cols[name] = pa.array([counts.get(name, 0)] + [0] * (n - 1), pa.int64())
+    return pa.table(cols)
+
+
+# ------------------------------------------------------------------ pass 3: vocabulary
+
+def count_batch(batch: pa.Table) -> pa.Table:
+    """Sparse code point counts of one batch of kept dialogues."""
+    from pipelines.tokenizer import codepoint_counts
+
+    pieces = batch.column("pieces").to_pylist()
+    counts = codepoint_counts("".join(u for d in pieces for p in d for u in p))
+    cps = np.flatnonzero(counts)
+    return pa.table({"cp": pa.array(cps, pa.int32()), "count": pa.array(counts[cps], pa.int64())})
+
+
+def sum_counts(ds) -> Counter:
+    total = np.zeros(0x110000, dtype=np.int64)  # fixed size: memory does not grow with the corpus
+    for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        np.add.at(total, np.asarray(b.column("cp")), np.asarray(b.column("count")))
+    return Counter({chr(int(c)): int(total[c]) for c in np.flatnonzero(total)})
+
+
+# ------------------------------------------------------------------ pass 4: encode (actor pool)
+
+class EncodeDialogues:
+    """Kept dialogues -> samples. An actor: the tokenizer's lookup table is built once per worker."""
+
+    def __init__(self, tokens: list[str], max_len: int, dup_keys: np.ndarray, dup_orders: np.ndarray):
+        from pipelines.tokenizer import CharTokenizer
+
+        self.tok, self.max_len = CharTokenizer(tokens), max_len
+        self.tok.marked_table  # build now, not in the first batch
+        self.dup_keys, self.dup_orders = dup_keys, dup_orders
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        batch = batch.filter(pa.array(~is_duplicate(batch, self.dup_keys, self.dup_orders)))
+        counts: Counter = Counter()
+        all_pieces = batch.column("pieces").to_pylist()
+        all_offsets = batch.column("offsets").to_pylist()
+        errors: dict[int, str] = {}
+        try:
+            owner = np.repeat(np.arange(len(all_pieces)), [len(p) for p in all_pieces])
+            out = encode_pieces([p for d in all_pieces for p in d], [o for d in all_offsets for o in d],
+                                self.tok, self.max_len, counts)
+            sample_owner = owner[out["piece_index"]]
+        except Exception:  # find the dialogue(s) that break the batch path; reject only them
+            counts, parts, owners = Counter(), [], []
+            for i, (ps, os_) in enumerate(zip(all_pieces, all_offsets)):
+                try:
+                    parts.append(encode_pieces(ps, os_, self.tok, self.max_len, counts))
+                    owners.append(np.full(len(parts[-1]["n_turns"]), i))
+                except Exception as e:
+                    errors[i] = f"{type(e).__name__}: {e}"
+            out = _concat(parts)
+            sample_owner = np.concatenate(owners) if owners else np.zeros(0, np.int64)
+        return self._table(batch, out, sample_owner, counts, errors)
+
+    def _table(self, batch, out, sample_owner, counts, errors) -> pa.Table:
+        n = len(sample_owner)
+        take = pa.array(sample_owner, pa.int64())
+        new_dialogue = np.ones(n, dtype=np.int8)  # 1 on the first sample of each dialogue: dialogues_out
+        if n:
+            order = np.argsort(sample_owner, kind="stable")
+            first = np.ones(n, dtype=bool)
+            first[1:] = sample_owner[order][1:] != sample_owner[order][:-1]
+            new_dialogue[order] = first
+        ids, seg, mask = _lists(out)
+        table = {
+            "input_ids": ids, "segment_ids": seg, "loss_mask": mask,
+            "dialogue_id": batch.column("dialogue_id").take(take),
+            "n_turns": pa.array(out["n_turns"], pa.int16()),
+            "split": batch.column("split").take(take),
+            "error": pa.nulls(n, pa.string()),
+            "new_dialogue": pa.array(new_dialogue, pa.int8()),
+        }
+        for name, key in zip(TRUNC_COUNTERS, ("utterances", "context")):  # batch totals on row 0
+            table[name] = pa.array(([counts.get(key, 0)] + [0] * (n - 1)) if n else [], pa.int64())
+        result = pa.table(table)
+        if errors:  # one row per failed dialogue, in the `_error` partition
+            idx = sorted(errors)
+            err = {name: pa.nulls(len(idx), result.schema.field(name).type) for name in result.column_names}
+            err.update(dialogue_id=batch.column("dialogue_id").take(pa.array(idx, pa.int64())),
+                       split=pa.array(["_error"] * len(idx)), error=pa.array([errors[i] for i in idx], pa.string()),
+                       new_dialogue=pa.array([0] * len(idx), pa.int8()),
+                       **{name: pa.array([0] * len(idx), pa.int64()) for name in TRUNC_COUNTERS})
+            result = pa.concat_tables([result, pa.table(err, schema=result.schema)])
+        return result
+
+
+def _concat(parts: list[dict]) -> dict:
+    if not parts:
+        return {"offsets": np.zeros(1, np.int32), "input_ids": np.zeros(0, np.int32), "segment_ids": np.zeros(0, np.int8),
+                "loss_mask": np.zeros(0, np.int8), "n_turns": np.zeros(0, np.int16)}
+    lengths = np.concatenate([np.diff(p["offsets"]) for p in parts])
+    offsets = np.zeros(len(lengths) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return {"offsets": offsets, **{k: np.concatenate([p[k] for p in parts])
+                                   for k in ("input_ids", "segment_ids", "loss_mask", "n_turns")}}
+
+
+def _lists(out: dict):
+    offsets = pa.array(out["offsets"], pa.int32())
+    return (pa.ListArray.from_arrays(offsets, pa.array(out["input_ids"], pa.int32())),
+            pa.ListArray.from_arrays(offsets, pa.array(out["segment_ids"], pa.int8())),
+            pa.ListArray.from_arrays(offsets, pa.array(out["loss_mask"], pa.int8())))
+
+
+def is_duplicate(batch: pa.Table, dup_keys: np.ndarray, dup_orders: np.ndarray) -> np.ndarray:
+    """Rows whose key is duplicated and that are not the first copy in input order."""
+    keys = np.asarray(batch.column("key").fill_null(0), dtype=np.int64)
+    if len(dup_keys) == 0:
+        return np.zeros(len(keys), dtype=bool)
+    pos = np.clip(np.searchsorted(dup_keys, keys), 0, len(dup_keys) - 1)
+    hit = dup_keys[pos] == keys
+    return hit & (np.asarray(batch.column("order"), dtype=np.int64) != dup_orders[pos])
+
+
+def find_duplicates(clean) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted keys that occur more than once, input order of their first copy).
+
+    Only the two int64 columns of kept records reach the driver (16 bytes per kept dialogue: 190 MB for LCCC-large's
+    12M), then one sort. Ray Data's hash-shuffle groupby on the same two columns took 43 s for 1,400
+    rows on the 2-core dev box (200 shuffle partitions), so the sort runs here instead."""
+    keys, orders = [], []
+    for b in clean.to_batches(columns=["key", "order"], filter=pc.field("reason").is_null()):
+        keys.append(np.asarray(b.column("key"), dtype=np.int64))
+        orders.append(np.asarray(b.column("order"), dtype=np.int64))
+    if not keys:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    keys, orders = np.concatenate(keys), np.concatenate(orders)
+    idx = np.lexsort((orders, keys))
+    keys, orders = keys[idx], orders[idx]
+    repeated = np.zeros(len(keys), dtype=bool)
+    repeated[1:] = keys[1:] == keys[:-1]
+    first_of_dup = ~repeated & np.append(repeated[1:], False)  # first copy of a key that repeats
+    return keys[first_of_dup], orders[first_of_dup]
+
+
+def duplicates_batch(batch: pa.Table, dup_keys, dup_orders) -> pa.Table:
+    return batch.filter(pa.array(is_duplicate(batch, dup_keys, dup_orders)))
+
+
+# ------------------------------------------------------------------ the job
+
+def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = False, ray_cfg=None) -> Manifest:
+    """Preprocess `cfg.inputs` (default: chatterbot's Chinese files) into `out_dir`; returns the manifest."""
+    import ray
+    from ray.data import ActorPoolStrategy
+    from liaotian.cluster import connect
+
+    connect(ray_cfg)
+    t0 = time.time()
+    out = check_output_dir(out_dir, overwrite)
+    inputs = [(str(p), "chatterbot") for p in readers.chatterbot_files()] if not cfg.inputs else [(p, cfg.format) for p in cfg.inputs]
+    units = [(path, fmt, key) for path, f in inputs for fmt, key in readers.units(path, f)]
+    work = out / "_work"
+
+    raw = read_units(units, cfg.batch_size)
+    raw.map_batches(clean_batch, fn_kwargs=dict(max_chars=cfg.max_utterance_chars, valid_fraction=cfg.valid_fraction,
+                                                test_fraction=cfg.test_fraction),
+                    batch_size=cfg.batch_size, batch_format="pyarrow").write_parquet(str(work / "clean"))
+    clean = pads.dataset(str(work / "clean"), format="parquet")  # scanned column-wise, batch by batch
+    kept = ray.data.read_parquet(str(work / "clean")).filter(expr=ray.data.expressions.col("reason").is_null())
+
+    dup_keys, dup_orders = find_duplicates(clean)
+    tok, vocab_source = tokenizer_for(cfg.vocab, lambda: sum_counts(kept.map_batches(count_batch, batch_size=cfg.batch_size, batch_format="pyarrow")),
+                                      cfg.min_count, cfg.max_vocab)
+    tok.save(out)
+
+    kept.map_batches(EncodeDialogues, fn_constructor_kwargs=dict(tokens=tok.tokens, max_len=cfg.max_len, dup_keys=dup_keys, dup_orders=dup_orders),
+                     batch_size=cfg.batch_size, batch_format="pyarrow", num_cpus=1,
+                     compute=ActorPoolStrategy(min_size=1, max_size=cfg.num_actors),
+                     ).write_parquet(str(work / "samples"), partition_cols=["split"])
+
+    manifest = Manifest(kind="dialog", inputs=[input_info(p, f) for p, f in inputs], vocab_size=tok.vocab_size,
+                        vocab_source=vocab_source, max_len=cfg.max_len)
+    manifest.dialogues_in, manifest.cleaning = clean_totals(clean)
+    finish_output(out, manifest, DIALOG_SCHEMA, _rejected_rows(clean, dup_keys, dup_orders),
+                  cfg.rows_per_shard, {"utterances": "trunc_utterances", "context": "trunc_context"})
+    manifest.split_source = "corpus" if any(k is not None for _, _, k in units) else "hash"
+    manifest.seconds = round(time.time() - t0, 3)
+    manifest.check()
+    manifest.save(out)
+    shutil.rmtree(work, ignore_errors=True)
+    return manifest
+
+
+def clean_totals(clean) -> tuple[int, dict[str, int]]:
+    """Records read and cleaning counts, summed from the cleaned dataset's small columns."""
+    n, totals = 0, Counter()
+    for b in clean.to_batches(columns=list(CLEAN_COUNTERS)):
+        n += b.num_rows
+        for name in CLEAN_COUNTERS:
+            totals[name] += int(np.asarray(b.column(name)).sum())
+    return n, {k: totals[k] for k in CLEAN_COUNTERS}
+
+
+def _rejected_rows(clean, dup_keys, dup_orders):
+    """Rejected records, streamed: reader/cleaning rejections, then duplicates (with their record)."""
+    for b in clean.to_batches(columns=["source", "position", "reason", "record", "detail", "split"],
+                              filter=pc.field("reason").is_not_null()):
+        for r in b.to_pylist():
+            yield RejectedRecord(r["source"], r["position"], r["reason"], _loads(r["record"]), r["detail"], r["split"])
+    if len(dup_keys):
+        for b in clean.to_batches(columns=["source", "position", "pieces", "dialogue_id", "split", "key", "order"],
+                                  filter=pc.field("reason").is_null()):
+            b = duplicates_batch(pa.Table.from_batches([b]), dup_keys, dup_orders)
+            for r in b.select(["source", "position", "pieces", "dialogue_id", "split"]).to_pylist():
+                yield RejectedRecord(r["source"], r["position"], "duplicate", r["pieces"],
+                                     f"same cleaned dialogue as an earlier record ({r['dialogue_id']})", r["split"])
+
+
+def _loads(text):
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+# ------------------------------------------------------------------ CLI
+
+def add_cli(parser: argparse.ArgumentParser) -> None:
+    from liaotian.cli import add_common_arguments
+    from pipelines import prepare_text
+
+    sub = parser.add_subparsers(dest="kind", metavar="KIND")
+    p = sub.add_parser("dialog", help="dialogue corpora -> turn-concatenated samples",
+                       description="Read LCCC JSON / JSONL / chatterbot YAML / HF datasets, clean, build a character "
+                                   "vocabulary, and write [CLS] u1 [SEP] u2 [SEP] ... Parquet shards.")
+    p.add_argument("inputs", nargs="*", help="corpus files or dataset dirs (default: chatterbot-corpus Chinese)")
+    p.add_argument("--format", choices=["auto", *readers.FORMATS], help="input format (default: detect)")
+    p.add_argument("--max-len", type=int, help="tokens per sample, specials included (data.dialog.max_len)")
+    p.add_argument("--min-count", type=int, help="keep characters seen at least this often")
+    p.add_argument("--max-vocab", type=int, help="vocabulary size cap, specials included")
+    p.add_argument("--vocab", help="an existing BERT-style vocab.txt instead of building one")
+    _output_flags(p)
+    add_common_arguments(p)
+    p.set_defaults(run=_run_dialog_cli)
+    prepare_text.add_cli(sub, _output_flags, add_common_arguments)
+
+
+def _output_flags(p):
+    p.add_argument("--output", help="output directory (default: <run_dir>/data/<kind>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous output in that directory")
+
+
+def _run_dialog_cli(args) -> int:
+    from liaotian.cli import load_config_from_args
+
+    cfg = load_config_from_args(args, extra={
+        "data.dialog.inputs": args.inputs or None, "data.dialog.format": args.format, "data.dialog.max_len": args.max_len,
+        "data.dialog.min_count": args.min_count, "data.dialog.max_vocab": args.max_vocab, "data.dialog.vocab": args.vocab})
+    out = Path(args.output) if args.output else cfg.paths.data("dialog")
+    return report(run_dialog(cfg.data.dialog, out, args.overwrite, cfg.ray), out)
+
+
+def report(m: Manifest, out: Path) -> int:
+    print(f"{m.kind}: {m.dialogues_in} in, {m.dialogues_out} out, {m.samples_out} samples {m.splits}, "
+          f"rejected {m.rejected or 'none'}, vocab {m.vocab_size}, {m.seconds:.1f}s -> {out}")
+    return 0

@@ -1,0 +1,201 @@
+"""What the three `liaotian data` jobs share: the streaming Ray Data source, splits, output dir,
+shard writing, rejected files. Ray is imported inside the functions that need it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+import liaotian
+from pipelines import readers
+from pipelines.cleaning import TEXT_RULES
+from pipelines.schema import SPLITS, Manifest, RejectedRecord
+
+CLEAN_COUNTERS = TEXT_RULES + ("utterances_truncated", "empty_utterances", "fragments_dropped")
+OUR_ENTRIES = ("train", "valid", "test", "rejected", "_work", "manifest.json", "tokenizer.json", "vocab.txt")
+RAW_SCHEMA = pa.schema([
+    ("unit", pa.int64()), ("source", pa.string()), ("position", pa.int64()), ("split", pa.string()),
+    ("utterances", pa.list_(pa.string())), ("label", pa.int64()), ("reason", pa.string()), ("detail", pa.string()), ("record", pa.string()),
+])
+
+
+# ------------------------------------------------------------------ reading
+
+def read_units(units: list[tuple[str, str, str | None]], rows_per_block: int, reader=None):
+    """A Ray Dataset of raw records: one streaming read task per (file, split); each yields blocks of
+    `rows_per_block` records as it parses, so no task ever holds a whole file."""
+    import ray
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    class CorpusSource(Datasource):
+        def estimate_inmemory_data_size(self):
+            return None
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            return [ReadTask(lambda i=i, u=u: _blocks(i, *u, rows_per_block, reader or readers.read_unit),
+                             BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=[u[0]]),
+                             schema=RAW_SCHEMA)
+                    for i, u in enumerate(units)]
+
+    return ray.data.read_datasource(CorpusSource())
+
+
+def _blocks(unit: int, path: str, fmt: str, split_key: str | None, rows: int, reader) -> Iterable[pa.Table]:
+    buf: list = []
+    for rec in reader(path, fmt, split_key):
+        buf.append(rec)
+        if len(buf) >= rows:
+            yield _raw_table(unit, buf)
+            buf = []
+    if buf:
+        yield _raw_table(unit, buf)
+
+
+def _raw_table(unit: int, recs: list) -> pa.Table:
+    ok = [not isinstance(r, RejectedRecord) for r in recs]
+    return pa.table({
+        "unit": pa.array([unit] * len(recs), pa.int64()),
+        "source": pa.array([r.source for r in recs], pa.string()),
+        "position": pa.array([r.position for r in recs], pa.int64()),
+        "split": pa.array([r.split for r in recs], pa.string()),
+        "utterances": pa.array([r.utterances if k else None for r, k in zip(recs, ok)], pa.list_(pa.string())),
+        "label": pa.array([getattr(r, "label", None) if k else None for r, k in zip(recs, ok)], pa.int64()),
+        "reason": pa.array([None if k else r.reason for r, k in zip(recs, ok)], pa.string()),
+        "detail": pa.array([None if k else r.detail for r, k in zip(recs, ok)], pa.string()),
+        "record": pa.array([None if k else json.dumps(r.record, ensure_ascii=False, default=repr)
+                            for r, k in zip(recs, ok)], pa.string()),
+    }, schema=RAW_SCHEMA)
+
+
+# ------------------------------------------------------------------ splits, vocabulary, inputs
+
+def assign_split(key: int, valid_fraction: float, test_fraction: float) -> str:
+    """A stable split from a content key: the same record lands in the same split on every run."""
+    u = (key % 1_000_003) / 1_000_003
+    return "test" if u < test_fraction else "valid" if u < test_fraction + valid_fraction else "train"
+
+
+def tokenizer_for(vocab: str | None, count: Callable[[], Counter], min_count: int, max_vocab: int | None):
+    """The user's vocab.txt (ids kept) or one built from `count()` (run only when needed)."""
+    from pipelines.tokenizer import CharTokenizer, build_vocab
+
+    if vocab:
+        return CharTokenizer.from_vocab_file(vocab), str(vocab)
+    return build_vocab(count(), min_count, max_vocab), "built"
+
+
+def input_info(path: str, fmt: str) -> dict:
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    h = hashlib.sha256()
+    size = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+                size += len(chunk)
+    return {"path": str(path), "format": fmt, "bytes": size, "sha256": h.hexdigest()}
+
+
+# ------------------------------------------------------------------ output
+
+def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
+    """Refuse to mix runs: a non-empty dir needs `overwrite`, which removes only our own entries."""
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty; pass --overwrite to replace it")
+        for name in OUR_ENTRIES:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_rejected(directory: Path, records: Iterable[RejectedRecord]) -> Counter:
+    """`rejected/<reason>.jsonl`, streamed; returns counts by reason."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files, counts = {}, Counter()
+    try:
+        for r in records:
+            if r.reason not in files:
+                files[r.reason] = open(directory / f"{r.reason}.jsonl", "w", encoding="utf-8")
+            files[r.reason].write(r.to_json() + "\n")
+            counts[r.reason] += 1
+    finally:
+        for f in files.values():
+            f.close()
+    return counts
+
+
+def write_split(src: Path, dst: Path, schema: pa.Schema, rows_per_shard: int,
+                on_batch: Callable[[pa.Table], None]) -> tuple[int, list[str]]:
+    """Stream `src/*.parquet` into `dst/part-NNNNN.parquet` shards of the contract schema."""
+    dst.mkdir(parents=True, exist_ok=True)
+    rows, shards, writer, in_shard = 0, [], None, 0
+    for f in sorted(src.rglob("*.parquet")) if src.exists() else []:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=65536):
+            table = pa.Table.from_batches([batch])
+            on_batch(table)
+            table = table.select(schema.names).cast(schema)
+            if writer is None or in_shard >= rows_per_shard:
+                if writer is not None:
+                    writer.close()
+                shards.append(f"{dst.name}/part-{len(shards):05d}.parquet")
+                writer, in_shard = pq.ParquetWriter(dst.parent / shards[-1], schema), 0
+            writer.write_table(table)
+            rows += table.num_rows
+            in_shard += table.num_rows
+    if writer is not None:
+        writer.close()
+    return rows, shards
+
+
+def finish_output(out: Path, manifest: Manifest, schema: pa.Schema, rejected: Iterable[RejectedRecord],
+                  rows_per_shard: int, truncation: dict[str, str], on_batch: Callable[[str, pa.Table], None] | None = None) -> None:
+    """Shards per split, rejected files, and the counts of the manifest (all read back, not assumed)."""
+    samples = out / "_work" / "samples"
+    truncated: Counter = Counter()
+    dialogues_out = 0
+
+    def tally(split: str, t: pa.Table) -> None:
+        nonlocal dialogues_out
+        n = pc.sum(t.column("new_dialogue")).as_py() or 0
+        manifest.split_dialogues[split] = manifest.split_dialogues.get(split, 0) + n
+        dialogues_out += n
+        for what, column in truncation.items():
+            truncated[what] += pc.sum(t.column(column)).as_py() or 0
+        if on_batch is not None:
+            on_batch(split, t)
+
+    for split in SPLITS:
+        rows, shards = write_split(samples / f"split={split}", out / split, schema, rows_per_shard, lambda t, s=split: tally(s, t))
+        manifest.splits[split], manifest.shards[split] = rows, shards
+        manifest.split_dialogues.setdefault(split, 0)
+    manifest.rejected = dict(write_rejected(out / "rejected", _chain(_error_rows(samples / "split=_error"), rejected)))
+    manifest.dialogues_out = dialogues_out
+    manifest.samples_out = sum(manifest.splits.values())
+    manifest.truncated = {k: int(truncated[k]) for k in truncation}
+    manifest.tool_version = liaotian.__version__
+
+
+def _chain(*its):
+    for it in its:
+        yield from it
+
+
+def _error_rows(directory: Path):
+    for f in sorted(directory.rglob("*.parquet")) if directory.exists() else []:
+        for r in pq.read_table(f, columns=["dialogue_id", "error"]).to_pylist():
+            yield RejectedRecord(str(f), 0, "error", r["dialogue_id"], r["error"])
