@@ -78,10 +78,14 @@ $("chat-form").addEventListener("submit", async (ev) => {
     });
     out.classList.remove("pending");
     out.classList.add("done");
-    if (!reply) { out.textContent = "(empty reply)"; }
-    lastReply = { messages: history.slice(-32), reply: reply || " " };
-    history.push({ role: "assistant", content: reply || " " });
-    $("explain-last").disabled = !reply;
+    if (reply.trim()) {
+      lastReply = { messages: history.slice(-32), reply };
+      history.push({ role: "assistant", content: reply });
+    } else {
+      out.textContent = "(empty reply)";
+      history.pop();  // keep the history alternating and non-empty
+    }
+    $("explain-last").disabled = !lastReply;
   } catch (e) {
     out.className = "turn error";
     out.textContent = String(e.message || e);
