@@ -68,7 +68,8 @@ class DecodeState:
         self.positions = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.key_mask = None
         self.st_log_prod = torch.zeros(batch_size, dtype=torch.float64, device=device)
-        self.length = 0
+        self.length = 0  # cached slots (padding included)
+        self.seen = 0  # host-side count for the max_len check
 
     def reorder(self, index: torch.Tensor) -> "DecodeState":
         """Select/duplicate rows (beam search, n candidates); in place, returns self."""
@@ -122,6 +123,8 @@ class DialogLM(PretrainedMixin, nn.Module):
             attn_kw = dict(is_causal=True, key_mask=real)
             if self.config.attention == "softmax":
                 attn_kw["attn_mask"] = causal_mask(real, T, T, input_ids.device)
+        if T > self.config.max_len:
+            raise ValueError(f"sequence length {T} exceeds max_len={self.config.max_len}")
         x = self.embed(input_ids, positions, segment_ids, token_embeds)  # (B, T, D)
         h = self._run(x, **attn_kw)
         log_prod = None
@@ -185,7 +188,7 @@ class DialogLM(PretrainedMixin, nn.Module):
         make = KVCache if self.config.attention == "softmax" else LinearState
         return DecodeState([make() for _ in self.blocks], batch_size, device)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, input_ids, segment_ids, state: DecodeState, token_mask=None):
         """Feed T new tokens; return ((B,T,V) float32 next-token scores, state).
 
@@ -193,6 +196,8 @@ class DialogLM(PretrainedMixin, nn.Module):
         count real tokens only.
         """
         B, T = input_ids.shape
+        if state.seen + T > self.config.max_len:  # positions ≤ tokens fed so far
+            raise ValueError(f"decoding past max_len={self.config.max_len} ({state.seen} + {T} tokens)")
         tm = None if token_mask is None else token_mask.to(input_ids.device).bool()
         if tm is not None and bool(tm.all()):
             tm = None
@@ -222,4 +227,5 @@ class DialogLM(PretrainedMixin, nn.Module):
             scores = self._st_log_probs(scores, log_prod)
         state.positions = state.positions + (T if tm is None else tm.sum(1))
         state.length = S
+        state.seen += T
         return scores, state
