@@ -54,7 +54,8 @@ def train_loop(config: dict) -> dict:
     device = get_device()
     torch.manual_seed(config["seed"])  # identical init on every rank (DDP broadcasts rank 0's anyway)
     model = T.build_model(kind, job.model, vocab, config["init_from"], config.get("num_classes"))
-    model = prepare_model(model) if world > 1 else model.to(device)
+    # The classifier leaves its encoder's MLM head unused: DDP must be told, or backward fails.
+    model = prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": kind == "classifier"}) if world > 1 else model.to(device)
     regularizer = _regularizer(job)
     optimizer = T.build_optimizer(T.unwrap(model), job.optim, regularizer)
     precision = T.Precision.resolve(config["precision"], device)
@@ -94,7 +95,7 @@ def train_loop(config: dict) -> dict:
         ckpt = step % job.checkpoint_every == 0 or last
         if step % job.eval_every == 0 or ckpt:  # a checkpoint is scored by its own validation
             sums = _all_reduce(T.evaluate_sums(model, kind, eval_batches, precision, loss_fn, config.get("num_classes") or 0), device)
-            val = T.metrics_from_sums(kind, sums, config.get("num_classes") or 0, config.get("minority"))
+            val = {**T.metrics_from_sums(kind, sums, config.get("num_classes") or 0, config.get("minority")), "val_step": step}
         if not (ckpt or step % job.eval_every == 0 or step % job.log_every == 0):
             continue
         stats = _all_reduce(torch.tensor([window["loss"], window["n"], window["tokens"], window["wait"]], dtype=torch.float64), device)
@@ -211,11 +212,10 @@ def run(kind: str, cfg, job: TrainJobConfig | None = None, *, data_dir=None, ini
         "fault": (int(os.environ.get(FAULT_ENV[0], "0")), os.environ.get(FAULT_ENV[1], "")),
         **_class_info(kind, manifest),
     }
-    read = lambda split: ray.data.read_parquet(str(data_dir / split), columns=COLUMNS[kind])
     valid_rows = job.eval_batches * job.batch_size * max(1, job.scaling.num_workers)
     trainer = TorchTrainer(
         train_loop, train_loop_config=config, scaling_config=scaling,
-        datasets={"train": read("train").randomize_block_order(), "valid": read("valid").limit(valid_rows)},
+        datasets={"train": _dataset(data_dir / "train", COLUMNS[kind]), "valid": _dataset(data_dir / "valid", COLUMNS[kind], valid_rows)},
         dataset_config=DataConfig(datasets_to_split=["train"]),  # every rank sees the same validation rows
         run_config=RunConfig(
             name=name, storage_path=str(storage), callbacks=list(callbacks),
@@ -233,6 +233,20 @@ def run(kind: str, cfg, job: TrainJobConfig | None = None, *, data_dir=None, ini
     test = _test_metrics(kind, model_dir, data_dir, job, config) if kind == "classifier" else None
     steps = int((result.metrics or {}).get("step", metrics.get("step", 0)))
     return TrainResult(str(model_dir), metrics, test, steps, str(checkpoint), str(storage / name))
+
+
+def _dataset(split_dir: Path, columns: list[str], limit: int | None = None):
+    """A split as a Ray Dataset. Small splits are read here into the object store once (every epoch
+    then iterates memory; a streaming read costs Ray tasks and seconds per epoch); large ones stream
+    from Parquet in a new block order each epoch."""
+    import pyarrow.parquet as pq
+    import ray
+    size = sum(f.stat().st_size for f in split_dir.glob("*.parquet"))
+    if size * 8 < ray.available_resources().get("object_store_memory", 0) * 0.25:  # Arrow in memory ~ a few x Parquet
+        table = pq.read_table(split_dir, columns=columns)
+        return ray.data.from_arrow(table.slice(0, limit) if limit else table)
+    ds = ray.data.read_parquet(str(split_dir), columns=columns)
+    return ds.limit(limit) if limit else ds.randomize_block_order()
 
 
 def _check_data_dir(data_dir: Path, kind: str) -> Path:
@@ -315,12 +329,11 @@ def _export(kind, config, checkpoint_dir, data_dir: Path, export_dir: Path, job,
 
 def _test_metrics(kind, model_dir: Path, data_dir: Path, job, config) -> dict | None:
     """The exported classifier on the test split, in the driver (test sets are small)."""
-    import ray
     from models.checkpoint import load_pretrained
     if not (data_dir / "test").exists():
         return None
     model, collate = load_pretrained(model_dir), make_collate(kind, config["vocab"]["pad_id"])
-    batches = (collate(rows) for rows in ray.data.read_parquet(str(data_dir / "test"), columns=COLUMNS[kind])
+    batches = (collate(rows) for rows in _dataset(data_dir / "test", COLUMNS[kind])
                .iter_batches(batch_size=job.batch_size, batch_format="numpy"))
     val = T.evaluate(model, kind, batches, None, _loss(job, config), config["num_classes"], config.get("minority"))
     return {k.replace("val_", "test_"): v for k, v in val.items()}
@@ -346,8 +359,9 @@ class _Progress:
                 except Exception:  # queue.Empty, or the queue actor already gone
                     continue
                 log.write(json.dumps(m) + "\n"); log.flush()
+                fresh = m.get("val_step") == m["step"]  # reports carry the last validation (Tune needs it in each)
                 for k, v in m.items():
-                    if k != "step" and isinstance(v, (int, float)):
+                    if k not in ("step", "val_step") and isinstance(v, (int, float)) and (fresh or not k.startswith("val_")):
                         writer.add_scalar(f"{self.kind}/{k}", v, m["step"])
                 print(self._line(m), flush=True)
         writer.close()
@@ -358,7 +372,7 @@ class _Progress:
         done = m["step"] - self.first[0]
         rate = done / max(1e-9, time.time() - self.t0 - 0.0) if done else 0.0
         eta = (self.max_steps - m["step"]) / rate if rate else float("nan")
-        val = "".join(f" {k} {m[k]:.4g}" for k in ("val_loss", "val_balanced_accuracy") if k in m)
+        val = "".join(f" {k} {m[k]:.4g}" for k in ("val_loss", "val_balanced_accuracy") if k in m and m.get("val_step") == m["step"])
         return (f"[train {self.kind}] step {m['step']}/{self.max_steps} loss {m['train_loss']:.4f}{val} lr {m['lr']:.2e} "
                 f"tok/s {m['tokens_per_s']:.0f} data-wait {100 * m['data_wait_share']:.0f}% ETA {eta:.0f}s")
 

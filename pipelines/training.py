@@ -81,10 +81,28 @@ def build_model(kind: str, model_cfg: dict, vocab: Vocab, init_from: str | Path 
         from models.classifier import Classifier, ClassifierConfig
         if not num_classes:
             raise ValueError("the classifier needs num_classes (from the sentiment manifest)")
+        head = {k: model_cfg[k] for k in CLASSIFIER_KEYS if k in model_cfg}
         if init_from:  # an mlm model dir: its encoder, a fresh head
-            return _checked(Classifier.from_encoder(init_from, num_classes), Classifier, vocab)
-        return Classifier(_preset_config(ClassifierConfig, model_cfg, **_encoder_ids(vocab), num_classes=num_classes))
+            head.pop("encoder", None)
+            return _checked(Classifier.from_encoder(init_from, num_classes, **head), Classifier, vocab)
+        encoder = head.get("encoder", "fast_mlm")
+        encoder_cls = _encoder_config_cls(encoder)
+        enc = _preset_config(encoder_cls, {k: v for k, v in model_cfg.items() if k not in CLASSIFIER_KEYS}, **_encoder_ids(vocab))
+        return Classifier(ClassifierConfig(**head, encoder_config=dataclasses.asdict(enc), num_classes=num_classes))
     raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
+
+
+CLASSIFIER_KEYS = ("encoder", "pooling")  # classifier fields; the other model keys size its encoder
+
+
+def _encoder_config_cls(name: str):
+    if name == "fast_mlm":
+        from models.fast_mlm import FastMLMConfig
+        return FastMLMConfig
+    if name == "masked_lm":
+        from models.masked_lm import MaskedLMConfig
+        return MaskedLMConfig
+    raise ValueError(f"model.encoder: expected one of {MLM_TYPES}, got {name!r}")
 
 
 def _encoder_ids(vocab: Vocab) -> dict:
@@ -155,6 +173,8 @@ class Precision:
         from models.precision import resolve_precision
 
         dtype = resolve_precision(name, device)
+        if name == "auto" and dtype is None and device.type == "cuda":
+            dtype = torch.float16  # a GPU without bf16: fp16 autocast with loss scaling beats fp32
         scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
         return cls(dtype, device, scaler)
 
