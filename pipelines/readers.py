@@ -97,7 +97,8 @@ def _first_line_is_value(text: str, need_flat_list: bool = False) -> bool:
         return False
     if need_flat_list:  # [["a","b"]] on one line is a one-line LCCC file, ["a","b"] is a JSONL row
         return isinstance(value, list) and all(not isinstance(v, list) for v in value)
-    return True
+    # {"train": [[...]]} on one line is a one-line LCCC file, {"dialog": [...]} a JSONL row
+    return not (isinstance(value, dict) and value and all(k in SPLIT_NAMES and isinstance(v, list) for k, v in value.items()))
 
 
 # ------------------------------------------------------------------ validation

@@ -69,6 +69,6 @@ def test_unreadable_inputs_raise_naming_the_file(tmp_path):
     with pytest.raises(CorpusError, match="x.json"):
         detect_format(p)
     q = tmp_path / "s.json"
-    q.write_text('{"training": [["a","b"]]}')
+    q.write_text('{\n"training": [["a","b"]]\n}')
     with pytest.raises(CorpusError, match="training"):
         list(read_corpus(q))
