@@ -143,3 +143,26 @@ def test_overload_answers_503_fast(served):
     assert codes.count(200) >= 4
     assert max(dt for c, dt in results if c == 503) < 5.0
     assert elapsed < 60  # nothing stuck
+
+
+def test_build_app_and_serve_config(tiny_models, tmp_path):
+    """The application builder behind `serve run serve.app:build_app` and serve/serve_config.yaml."""
+    from pathlib import Path
+
+    import yaml
+
+    from liaotian.config import ConfigError
+    from serve.app import build_app
+
+    sets = [f"serve.chat_model={tiny_models['dialog']}", f"serve.classifier_model={tiny_models['classifier']}",
+            f"run_dir={tmp_path}"]
+    for name in ("chat", "attribution"):
+        app = build_app({"app": name, "set": sets})
+        assert type(app).__name__ == "Application"
+    with pytest.raises(ConfigError, match="unknown arguments"):
+        build_app({"app": "chat", "bogus": 1})
+    with pytest.raises(ConfigError, match="no dialogue model"):
+        build_app({"set": [f"run_dir={tmp_path}"]})
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "serve" / "serve_config.yaml").read_text())
+    assert spec["http_options"]["host"] == "127.0.0.1"
+    assert {a["name"]: a["route_prefix"] for a in spec["applications"]} == {"chat": "/", "attribution": "/v1/attributions"}
