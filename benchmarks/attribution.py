@@ -54,10 +54,23 @@ def _captum_explain(lig, ids, target, pad_id, n_steps=50, method="gausslegendre"
     return attr[0], float(delta.abs()[0])
 
 
-def _timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
+class Clock:
+    """Wall and process-CPU seconds per call (CPU time is the steadier figure on a shared machine)."""
+
+    def __init__(self):
+        self.wall, self.cpu = [], []
+
+    def __call__(self, fn):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        self.wall.append(time.perf_counter() - w)
+        self.cpu.append(time.process_time() - c)
+        return out
+
+
+def _clock_fields(ours: Clock, theirs: Clock, agg) -> dict:
+    o, t = agg(ours.cpu), agg(theirs.cpu)
+    return dict(ours_cpu_s=o, captum_cpu_s=t, cpu_ratio=t / o if o else float("inf"), load_avg=os.getloadavg()[0])
 
 
 # --- (a) same rule, same steps --------------------------------------------------------------------
@@ -69,16 +82,17 @@ def bench_same_steps(quick: bool) -> dict:
     ours_fn = lambda: integrated_gradients(model, ids, 1, steps=50, method="gausslegendre", return_attributions=True)  # noqa: E731
     theirs_fn = lambda: _captum_explain(lig, ids, 1, pad_id=0)  # noqa: E731
     ours_fn(), theirs_fn()  # warm-up
-    ours_t, theirs_t = [], []
+    ours_c, theirs_c = Clock(), Clock()
     for _ in range(3 if quick else 10):
-        ours, t = _timed(ours_fn)
-        ours_t.append(t)
-        (attr, _), t = _timed(theirs_fn)
-        theirs_t.append(t)
+        ours = ours_c(ours_fn)
+        attr, _ = theirs_c(theirs_fn)
     rel = float((ours.attributions - attr).abs().max() / attr.abs().max())
-    note = f"ig_same_steps: median of {len(ours_t)} alternating runs; max relative attribution difference {rel:.2e}"
-    return result("ig_same_steps", statistics.median(ours_t), "s/expl", "captum LIG (GL, 50 steps)",
-                  statistics.median(theirs_t), lower_is_better=True, max_rel_diff=rel, steps=50, tokens=MAX_LEN, notes=[note])
+    extra = _clock_fields(ours_c, theirs_c, statistics.median)
+    note = (f"ig_same_steps: median of {len(ours_c.wall)} alternating runs; max relative attribution difference {rel:.2e}; "
+            f"CPU-time ratio {extra['cpu_ratio']:.2f}")
+    return result("ig_same_steps", statistics.median(ours_c.wall), "s/expl", "captum LIG (GL, 50 steps)",
+                  statistics.median(theirs_c.wall), lower_is_better=True, max_rel_diff=rel, steps=50, tokens=MAX_LEN,
+                  notes=[note], **extra)
 
 
 # --- (b) adaptive on real reviews -----------------------------------------------------------------
@@ -125,11 +139,12 @@ def encode_all(tok, rows):
     return out
 
 
-def train_briefly(model, data, pad_id: int, seconds: float, batch: int = 32) -> int:
-    loss_fn, opt = build_loss("ce"), torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
+def train_briefly(model, data, pad_id: int, max_steps: int, seconds: float, batch: int = 32) -> int:
+    """AdamW on CE for `max_steps` steps (about a minute on an idle 2-core CPU) or `seconds`, whichever first."""
+    loss_fn, opt = build_loss("ce"), torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     model.train()
     steps, t0, i = 0, time.perf_counter(), 0
-    while time.perf_counter() - t0 < seconds:
+    while steps < max_steps and time.perf_counter() - t0 < seconds:
         chunk = data[i : i + batch] if i + batch <= len(data) else data[:batch]
         i = (i + batch) % max(1, len(data) - batch)
         ids = torch.nn.utils.rnn.pad_sequence([x for x, _ in chunk], batch_first=True, padding_value=pad_id)
@@ -150,31 +165,30 @@ def bench_adaptive(quick: bool) -> dict:
     model = make_classifier(tok.vocab_size, pad_id=tok.pad_id)
     train = encode_all(tok, train_rows[:20000])
     test = encode_all(tok, test_rows)
-    steps = train_briefly(model, train, tok.pad_id, seconds=10 if quick else 60)
+    steps = train_briefly(model, train, tok.pad_id, max_steps=30 if quick else 200, seconds=120 if quick else 600)
     model.eval()
     with torch.no_grad():
         preds = [int(model(x[None]).logits.argmax()) for x, _ in test]
     accuracy = sum(p == y for p, (_, y) in zip(preds, test)) / len(test)
     lig = captum_lig(model)
-    ours_t, theirs_t, ours_ok, theirs_ok, used = [], [], 0, 0, []
+    ours_c, theirs_c, ours_ok, theirs_ok, used = Clock(), Clock(), 0, 0, []
     integrated_gradients(model, test[0][0], preds[0], steps="auto")  # warm-up
     for (x, _), target in list(zip(test, preds))[:n_explain]:
-        a, t = _timed(lambda: integrated_gradients(model, x, target, steps="auto", tolerance=0.01, max_steps=257))
-        ours_t.append(t)
+        a = ours_c(lambda: integrated_gradients(model, x, target, steps="auto", tolerance=0.01, max_steps=257))
         used.append(a.steps)
         ours_ok += a.delta < 0.01 * abs(a.f_x - a.f_baseline)
-        (_, delta), t = _timed(lambda: _captum_explain(lig, x, target, pad_id=tok.pad_id))
-        theirs_t.append(t)
+        _, delta = theirs_c(lambda: _captum_explain(lig, x, target, pad_id=tok.pad_id))
         theirs_ok += delta < 0.01 * abs(a.f_x - a.f_baseline)
+    extra = _clock_fields(ours_c, theirs_c, lambda v: sum(v) / len(v))
     notes = [
         f"ig_adaptive: {n_explain} reviews, classifier trained {steps} steps (test accuracy {accuracy:.3f} on {len(test)})",
         f"delta < 1 %: ours {ours_ok}/{n_explain}, captum {theirs_ok}/{n_explain}; ours used {statistics.mean(used):.1f} "
-        f"nodes on average (max {max(used)}), captum 50 + 2 endpoint forwards",
+        f"nodes on average (max {max(used)}), captum 50 + 2 endpoint forwards; CPU-time ratio {extra['cpu_ratio']:.2f}",
     ]
-    return result("ig_adaptive", sum(ours_t) / n_explain, "s/expl", "captum LIG defaults (GL, 50)",
-                 sum(theirs_t) / n_explain, lower_is_better=True, ours_delta_below_1pct=ours_ok / n_explain,
+    return result("ig_adaptive", sum(ours_c.wall) / n_explain, "s/expl", "captum LIG defaults (GL, 50)",
+                 sum(theirs_c.wall) / n_explain, lower_is_better=True, ours_delta_below_1pct=ours_ok / n_explain,
                  captum_delta_below_1pct=theirs_ok / n_explain, mean_steps=statistics.mean(used),
-                 max_steps_used=max(used), explanations=n_explain, train_steps=steps, test_accuracy=accuracy, notes=notes)
+                 max_steps_used=max(used), explanations=n_explain, train_steps=steps, test_accuracy=accuracy, notes=notes, **extra)
 
 
 def run_ig_benchmarks(quick: bool = False) -> list[dict]:
@@ -184,8 +198,11 @@ def run_ig_benchmarks(quick: bool = False) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, 10 s training, 20 explanations")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, 30 training steps, 20 explanations")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = run_ig_benchmarks(quick=args.quick)
     print_table("Integrated Gradients vs captum", rows, notes=[n for r in rows for n in r.get("notes", [])])
     emit("attribution", rows, quick=args.quick, threads=torch.get_num_threads())

@@ -27,6 +27,7 @@ All nodes of a round are evaluated as one batch, split into chunks of `internal_
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Sequence
@@ -247,7 +248,7 @@ def integrated_gradients(
     """
     device = model.token_embedding.weight.device
     ids = _as_row(input_ids, "input_ids", device)
-    is_reply = not (isinstance(target, int) or (torch.is_tensor(target) and target.dim() == 0))
+    is_reply = not (isinstance(target, numbers.Integral) or (torch.is_tensor(target) and target.dim() == 0))
     mask = _as_row(attention_mask, "attention_mask", device)
     seg = _as_row(segment_ids, "segment_ids", device)
     reply_start = None
@@ -301,7 +302,7 @@ def integrated_gradients(
         input_ids=ids_list, token_scores=token_scores.float().cpu(), f_x=f1, f_baseline=f0,
         delta=abs(float(token_scores.sum()) - (f1 - f0)), steps=len(alphas), method=method, target=target_out,
         attributions=None if attributions is None else attributions.detach().cpu(),
-        tokens=None if tokenizer is None else [tokenizer.decode([i], skip_special=False) for i in ids_list],
+        tokens=None if tokenizer is None else _token_strings(tokenizer, ids_list),
         reply_start=reply_start, node_alphas=alphas,
     )
 
@@ -316,6 +317,12 @@ def _baseline(model, x: torch.Tensor, baseline: str, pad_id: int | None) -> torc
         with torch.no_grad():
             return model.token_embedding.weight[pad].detach().expand_as(x).clone()
     raise ValueError(f"baseline must be 'pad' or 'zeros', got {baseline!r}")
+
+
+def _token_strings(tokenizer, ids: list[int]) -> list[str]:
+    if hasattr(tokenizer, "convert_ids_to_tokens"):
+        return list(tokenizer.convert_ids_to_tokens(ids))
+    return [tokenizer.decode([i], skip_special=False) for i in ids]
 
 
 def _config_pad_id(model) -> int | None:

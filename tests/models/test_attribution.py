@@ -158,6 +158,15 @@ def test_adaptive_equals_fixed_rule_with_the_same_nodes(classifier):
     assert torch.allclose(c.token_scores, b.token_scores, atol=1e-6)
 
 
+def test_tokens_from_a_tokenizer(classifier):
+    class Tok:
+        def convert_ids_to_tokens(self, ids):
+            return [f"<{i}>" for i in ids]
+
+    a = integrated_gradients(classifier, [2, 9, 3], 0, steps=4, tokenizer=Tok())
+    assert a.tokens == ["<2>", "<9>", "<3>"] and a.input_ids == [2, 9, 3]
+
+
 def test_errors(classifier, lm):
     ids = sentence()
     with pytest.raises(ValueError, match="nested rule"):
@@ -172,5 +181,5 @@ def test_errors(classifier, lm):
         integrated_gradients(lm, CTX, [], steps=4)
     with pytest.raises(ValueError, match="one sequence"):
         integrated_gradients(classifier, torch.zeros(2, 5, dtype=torch.long), 0)
-    assert math.isfinite(integrated_gradients(classifier, ids, 0, steps=2, method="riemann_trapezoid").delta)
+    assert math.isfinite(integrated_gradients(classifier, ids, np.int64(0), steps=2, method="riemann_trapezoid").delta)
     assert np.isclose(quadrature("riemann_trapezoid", 2)[2].sum(), 1.0)
