@@ -263,7 +263,7 @@ def _run_name(kind: str, storage: Path, name: str | None, resume: bool) -> str:
             if not (storage / name).is_dir():
                 raise ConfigError(f"--resume: no run {storage / name} to resume")
             return name
-        runs = sorted((p for p in storage.glob(f"{kind}-*") if any(p.glob("checkpoint_*"))), key=lambda p: p.stat().st_mtime)
+        runs = sorted((p for p in storage.glob("*") if any(p.glob("checkpoint_*"))), key=lambda p: p.stat().st_mtime)
         if not runs:
             raise ConfigError(f"--resume: no {kind} run with a checkpoint under {storage}")
         return runs[-1].name
