@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 # Debian's chromium for the web-page test (skipped with a reason when it cannot be installed).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test will be skipped"; }
+	@command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi wqy || { (apt-get update -qq && apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null) || echo "chromium not installed: the browser test will be skipped"; }
 
 demo: venv
 	$(VENV)/bin/liaotian demo --config configs/demo.yaml $(DEMO_ARGS)
