@@ -6,8 +6,9 @@ accepts a Trainer as a Tune trainable (research/ray.md §1), so the trial is a f
 fits the TorchTrainer itself and forwards rank 0's reports to Tune with `TuneReportCallback`; ASHA then
 stops weak trials on `val_balanced_accuracy`. After training the trial reports the test metrics once.
 
-Outputs under `cfg.paths.tune`: the Tune experiment (`<name>/`, one directory per trial holding its
-Train storage and exported model), `trials.json|csv`, `summary.csv`, `results.md`, `results.png`; the
+Outputs under `cfg.paths.tune / name`: the Tune experiment (one directory per trial holding its Train
+storage, exported model, `final.json` and `attempts.log`) and `report/` (`results.md`, `results.png`,
+`trials.json|csv`, `summary.csv`; `python -m tune.report DIR` rebuilds them from trials.json); the
 best configuration's model is copied to `cfg.paths.model("sentiment")`, which the attribution service
 loads.
 """
@@ -165,7 +166,7 @@ def run(cfg, *, resume: bool = False, name: str = "sweep", callbacks=None) -> Sw
     if best is not None and cfg.tune.export_best and not interrupted:
         model_dir = export_model(best, cfg.paths.model("sentiment"))
     notes = _notes(cfg, data_dir, init_from, best, time.time() - t0, interrupted)
-    paths = report_mod.write_report(records, cfg.paths.tune, title=f"Sweep `{name}`: losses × regularisers", notes=notes)
+    paths = report_mod.write_report(records, exp_dir / "report", title=f"Sweep `{name}`: losses × regularisers", notes=notes)
     counts = {s: sum(r["status"] == s for r in records) for s in ("completed", "stopped", "failed", "unfinished")}
     return SweepResult(records, best, model_dir, paths, exp_dir, time.time() - t0, interrupted, counts)
 
