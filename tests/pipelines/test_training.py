@@ -139,3 +139,25 @@ def test_local_checkpoints_keep_best_and_latest(tmp_path):
     kept = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert kept == ["checkpoint_0000020", "checkpoint_0000040"]
     assert store.best()[0].name == "checkpoint_0000020" and store.latest().name == "checkpoint_0000040"
+
+
+def test_cluster_config_changes_only_where_it_runs():
+    """configs/cluster.yaml: the demo's keys; in train, only presets and scaling differ."""
+    from pathlib import Path
+
+    import yaml
+
+    from liaotian.config import load_run_config
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    demo, cluster = (yaml.safe_load((root / f).read_text()) for f in ("demo.yaml", "cluster.yaml"))
+
+    def keys(d, prefix=""):
+        return {prefix + k for k in d} | {x for k, v in d.items() if isinstance(v, dict) for x in keys(v, f"{prefix}{k}.")}
+
+    assert keys(demo) - {"train.dialog.scaling.cpus_per_worker"} <= keys(cluster)
+    for kind, job in cluster["train"].items():
+        same = {k: v for k, v in job.items() if k not in ("model", "scaling")}
+        assert same == {k: v for k, v in demo["train"][kind].items() if k not in ("model", "scaling")}
+        assert job["scaling"]["use_gpu"] is True
+    assert load_run_config(root / "cluster.yaml").train.dialog.scaling.num_workers == 8
