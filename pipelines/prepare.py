@@ -283,7 +283,7 @@ def clean_totals(clean) -> tuple[int, dict[str, int]]:
 def _rejected_rows(clean, dup_keys, dup_orders):
     """Rejected records, streamed: reader/cleaning rejections, then duplicates (with their record)."""
     for b in clean.to_batches(columns=["source", "position", "reason", "record", "detail", "split"],
-                              filter=pc.field("reason").is_not_null()):
+                              filter=pc.field("reason").is_valid()):
         for r in b.to_pylist():
             yield RejectedRecord(r["source"], r["position"], r["reason"], _loads(r["record"]), r["detail"], r["split"])
     if len(dup_keys):

@@ -150,7 +150,7 @@ class EncodeTexts:
                 errors.append(f"{type(e).__name__}: {e}")
         n = batch.num_rows
         split = [("_error" if e else s) for s, e in zip(batch.column("split").to_pylist(), errors)]
-        return pa.table({"input_ids": pa.array(ids, pa.list_(pa.int32())), "label": pa.array(batch.column("label"), pa.int32()),
+        return pa.table({"input_ids": pa.array(ids, pa.list_(pa.int32())), "label": batch.column("label").cast(pa.int32()),
                          "dialogue_id": batch.column("dialogue_id"), "split": pa.array(split, pa.string()),
                          "error": pa.array(errors, pa.string()), "new_dialogue": pa.array([0 if e else 1 for e in errors], pa.int8()),
                          "trunc_texts": pa.array([cut] + [0] * (n - 1) if n else [], pa.int64())})
@@ -219,7 +219,7 @@ def _imbalance(clean, dup_keys, dup_orders, cfg) -> np.ndarray:
 
 
 def _rejected(clean, dup_keys, dup_orders, drop_orders):
-    for b in clean.to_batches(columns=["source", "position", "reason", "record", "detail"], filter=pc.field("reason").is_not_null()):
+    for b in clean.to_batches(columns=["source", "position", "reason", "record", "detail"], filter=pc.field("reason").is_valid()):
         for r in b.to_pylist():
             yield RejectedRecord(r["source"], r["position"], r["reason"], _loads(r["record"]), r["detail"])
     for b in clean.to_batches(columns=["source", "position", "pieces", "key", "order", "label", "split"], filter=pc.field("reason").is_null()):

@@ -1,0 +1,74 @@
+"""`liaotian data` on the shared Ray session: every bad-input case accounted, manifest, schema, CLI, imbalance."""
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.schema import DIALOG_SCHEMA, SENTIMENT_SCHEMA, Manifest
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    splits = {"train": [["你 好", "你 好 呀"], ["今 天 天 气", "不 错", "", "是 啊", "走 吧"], ["一", "二"]] * 1
+              + [["你 好", "你 好 呀"]],  # an exact duplicate of the first dialogue
+              "test": [["a", "b"], "not a list", ["x", 3]]}
+    (d / "lccc.json").write_text(json.dumps(splits, ensure_ascii=False, indent=1))
+    (d / "trunc.json").write_text('[["好", "的"], ["再 见", "拜 拜"], ["半')
+    (d / "bad.jsonl").write_bytes(b'["\xe4\xbd\xa0 \xe5\xa5\xbd", "\xe5\x97\xaf"]\n{not json}\n["\xff\xfe", "x"]\n["only one"]\n')
+    return d
+
+
+def test_dialog_accounts_for_every_record(ray_session, corpus, tmp_path):
+    from pipelines.config import DialogDataConfig
+    from pipelines.prepare import run_dialog
+
+    out = tmp_path / "out"
+    inputs = [str(corpus / n) for n in ("lccc.json", "trunc.json", "bad.jsonl")]
+    m = run_dialog(DialogDataConfig(inputs=inputs, max_len=8, num_actors=1, batch_size=64), out)
+    assert m.rejected == {"not_a_list": 1, "non_string_utterance": 1, "truncated_json": 1, "invalid_json": 1,
+                          "invalid_utf8": 1, "too_few_utterances": 1, "duplicate": 1}
+    assert m.dialogues_in == 7 + 3 + 4 == m.dialogues_out + sum(m.rejected.values())
+    assert m.cleaning["empty_utterances"] == 1 and m.split_source == "corpus"
+    assert Manifest.load(out).dialogues_out == m.dialogues_out == 7
+    lines = [json.loads(l) for f in (out / "rejected").glob("*.jsonl") for l in f.read_text().splitlines()]
+    assert len(lines) == 7 and all({"source", "position", "reason", "record"} <= set(l) for l in lines)
+    bad = next(l for l in lines if l["reason"] == "invalid_json")
+    assert bad["source"].endswith("bad.jsonl") and bad["position"] == 2
+    rows = [r for s in ("train", "valid", "test") for f in sorted((out / s).glob("*.parquet"))
+            for r in pq.read_table(f).to_pylist()]
+    assert pq.read_schema(next((out / "train").glob("*.parquet"))).equals(DIALOG_SCHEMA)
+    assert len(rows) == m.samples_out and all(len(r["input_ids"]) <= 8 for r in rows)
+    assert m.truncated["utterances"] + m.truncated["context"] > 0  # "今天天气" + "不错" needs a window of 8+
+    assert (out / "tokenizer.json").exists() and m.vocab_size == len((out / "vocab.txt").read_text().splitlines())
+
+
+def test_cli_refuses_a_non_empty_output_without_overwrite(ray_session, corpus, tmp_path):
+    from liaotian.cli import main
+
+    out = tmp_path / "o"
+    args = ["data", "dialog", str(corpus / "lccc.json"), "--output", str(out), "--max-len", "16", "--set", "run_dir=" + str(tmp_path)]
+    assert main(args) == 0
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        main(args)
+    assert main(args + ["--overwrite"]) == 0
+    assert Manifest.load(out).max_len == 16
+
+
+def test_sentiment_imbalance_touches_train_only(ray_session, tmp_path):
+    from pipelines.config import SentimentDataConfig
+    from pipelines.prepare_text import run_texts
+
+    f = tmp_path / "s.csv"
+    rows = ["text,label"] + [f"好评{i}号,1" for i in range(300)] + [f"差评{i}号,0" for i in range(300)] + ["坏,x"]
+    f.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    m = run_texts("sentiment", SentimentDataConfig(imbalance=10, valid_fraction=0.2, test_fraction=0.2), [(str(f), "csv")],
+                  tmp_path / "out")
+    cc = m.extra["class_counts"]
+    assert cc["train"][0] == -(-cc["train"][1] // 10)  # 1 negative per 10 positives, rounded up
+    for split in ("valid", "test"):
+        assert abs(cc[split][0] - cc[split][1]) <= 0.5 * max(cc[split])  # untouched: roughly balanced
+    assert m.rejected["bad_label"] == 1 and m.rejected["subsampled"] > 0
+    assert m.dialogues_in == 601 == m.dialogues_out + sum(m.rejected.values())
+    assert pq.read_schema(next((tmp_path / "out" / "train").glob("*.parquet"))).equals(SENTIMENT_SCHEMA)
