@@ -75,6 +75,7 @@ def train_loop(config: dict) -> dict:
     eval_batches = _eval_batches(ray.train.get_dataset_shard("valid"), kind, job, vocab, rank, max(1, world))
     data = _train_batches(ray.train.get_dataset_shard("train"), collate, job, config["seed"], rank, meta)
 
+    nodes = _node_count()
     progress = config["progress"]
     fault_step, fault_marker = config["fault"]
     window = {"loss": 0.0, "n": 0, "tokens": 0, "wait": 0.0, "t0": time.perf_counter()}
@@ -102,7 +103,7 @@ def train_loop(config: dict) -> dict:
         elapsed = time.perf_counter() - window["t0"]
         metrics = {"step": step, "train_loss": float(stats[0] / stats[1]), "lr": lr, "epoch": epoch,
                    "tokens_per_s": float(stats[2]) / elapsed, "data_wait_share": float(stats[3]) / max(1, world) / elapsed,
-                   "start_step": start, **val}
+                   "start_step": start, "nodes": nodes, **val}
         state = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "lr": lr,
                  "schedule": {"name": job.optim.schedule, "max_steps": job.max_steps, "warmup_steps": job.optim.warmup_steps},
                  "metrics": metrics}
@@ -157,6 +158,18 @@ def _eval_batches(shard, kind, job, vocab, rank, world):
         if i % world == rank:
             out.append(collate(rows))
     return out
+
+
+def _node_count() -> int:
+    """How many distinct Ray nodes this run's workers occupy (shown so placement is visible)."""
+    import ray
+    import torch.distributed as dist
+    node = ray.get_runtime_context().get_node_id()
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    nodes = [None] * dist.get_world_size()
+    dist.all_gather_object(nodes, node)
+    return len(set(nodes))
 
 
 def _all_reduce(t: torch.Tensor, device) -> torch.Tensor:
