@@ -86,7 +86,7 @@ def chat_loop(session: ChatSession, stdin: TextIO, stdout: TextIO) -> None:
         print(file=stdout, flush=True)
 
 
-def decoding_from_args(args: argparse.Namespace, seed: int | None):
+def decoding_from_args(args: argparse.Namespace, seed: int | None, banned_ids=()):
     from models.generate import DecodingConfig
 
     return DecodingConfig(
@@ -94,7 +94,7 @@ def decoding_from_args(args: argparse.Namespace, seed: int | None):
         consistent=not args.inconsistent, num_beams=args.num_beams, length_penalty=args.length_penalty,
         repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
         max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens, stop_strings=tuple(args.stop),
-        n=args.n if args.rerank else 1, seed=seed)
+        n=args.n if args.rerank else 1, seed=seed, banned_ids=tuple(banned_ids))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,7 +121,13 @@ def run(args: argparse.Namespace) -> int:
     if getattr(model.config, "model_type", None) != "dialog_lm":
         print(f"liaotian chat: {args.model_dir} is not a dialogue model", file=sys.stderr)
         return 2
-    session = ChatSession(model, load_tokenizer(args.model_dir), decoding, mlm, mlm_tok, args.alpha)
+    import dataclasses
+
+    from pipelines.dialogue import non_reply_ids
+
+    tok = load_tokenizer(args.model_dir)
+    decoding = dataclasses.replace(decoding, banned_ids=non_reply_ids(tok))
+    session = ChatSession(model, tok, decoding, mlm, mlm_tok, args.alpha)
     chat_loop(session, sys.stdin, sys.stdout)
     return 0
 

@@ -45,6 +45,7 @@ class DecodingConfig:
     stop_strings: Sequence[str] = field(default_factory=tuple)
     n: int = 1
     seed: int | None = None
+    banned_ids: Sequence[int] = field(default_factory=tuple)  # tokens a reply never contains (specials but eos)
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -99,6 +100,9 @@ def build_rules(cfg: DecodingConfig, eos_id: int) -> list[Rule]:
     """The rules `cfg` asks for, in the order they apply: penalties, min length, then sampling warpers."""
     keep = eos_id if cfg.consistent else None
     rules: list[Rule] = []
+    banned = tuple(i for i in cfg.banned_ids if i != eos_id)  # eos must stay reachable
+    if banned:
+        rules.append(lambda s, g: L.ban_tokens(s, banned))
     if cfg.repetition_penalty != 1.0:
         rules.append(lambda s, g: L.repetition_penalty(s, g, cfg.repetition_penalty))
     if cfg.no_repeat_ngram_size:

@@ -94,6 +94,15 @@ def no_repeat_ngram(scores: torch.Tensor, generated: torch.Tensor, n: int) -> to
     return scores.masked_fill(remove, NEG_INF)
 
 
+def ban_tokens(scores: torch.Tensor, token_ids) -> torch.Tensor:
+    """Never emit `token_ids` (e.g. [PAD], [CLS], [MASK], speaker tokens: they cannot appear in a reply)."""
+    if not token_ids:
+        return scores
+    scores = scores.clone()
+    scores[:, list(token_ids)] = NEG_INF
+    return scores
+
+
 def min_new_tokens(scores: torch.Tensor, num_generated: int, minimum: int, eos_id: int) -> torch.Tensor:
     """Ban eos while fewer than `minimum` tokens have been generated (the reply cannot be shorter)."""
     if num_generated >= minimum:

@@ -186,8 +186,8 @@ class DecodingSection:
     strategy: str = "sample"  # greedy | sample | beam
     temperature: float = 1.0
     top_k: int = 0
-    top_p: float = 1.0
-    consistent: bool = False
+    top_p: float = 0.9
+    consistent: bool = True
     num_beams: int = 1
     length_penalty: float = 1.0
     repetition_penalty: float = 1.0

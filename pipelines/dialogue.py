@@ -167,3 +167,8 @@ def encode_pieces(pieces: list[list[str]], offsets: list[int], tok: CharTokenize
         "piece_index": np.concatenate(piece_index),
         "n_turns": np.concatenate(n_turns),
     }
+
+
+def non_reply_ids(tok) -> tuple[int, ...]:
+    """Special tokens that never occur inside a reply ([SEP], which closes it, is not among them)."""
+    return tuple(sorted(tok.special_ids - {tok.sep_id}))

@@ -22,6 +22,7 @@ from liaotian.cli import add_common_arguments, load_config_from_args
 from models.generate import DecodingConfig, Generation, Prompt, generate
 from pipelines import metrics as M
 from pipelines.config import DecodingSection
+from pipelines.dialogue import non_reply_ids
 
 # the paper's decoders (Welleck et al. 2020) at dialogue settings: k = 5 (Su's), p = 0.9 (CDial-GPT)
 DEFAULT_COMPARE = ["greedy=greedy", "top_k=sample:top_k=5,consistent=false", "nucleus=sample:top_p=0.9,consistent=false",
@@ -48,9 +49,9 @@ def parse_setting(text: str, max_new_tokens: int) -> DecodingSection:
     return DecodingSection(**values)
 
 
-def decoding_config(section: DecodingSection, seed: int | None) -> DecodingConfig:
+def decoding_config(section: DecodingSection, seed: int | None, banned_ids=()) -> DecodingConfig:
     values = {k: v for k, v in asdict(section).items() if k != "name"}
-    return DecodingConfig(**values, seed=seed)
+    return DecodingConfig(**values, seed=seed, banned_ids=tuple(banned_ids))
 
 
 # ------------------------------------------------------------------ test samples
@@ -140,7 +141,7 @@ def run(cfg, model_dir: str | Path, data_dir: str | Path | None = None, compare:
     report = {"model_dir": str(model_dir), "data_dir": str(test_dir), "samples": len(samples),
               "perplexity": response_perplexity(model, samples, tok.pad_id, ev.batch_size), "settings": []}
     for section in settings:
-        gens = generate_replies(model, prompts, decoding_config(section, cfg.seed), eos_id, ev.batch_size)
+        gens = generate_replies(model, prompts, decoding_config(section, cfg.seed, non_reply_ids(tok)), eos_id, ev.batch_size)
         replies = [g.token_ids for g in gens]
         report["settings"].append({
             "name": section.name, "decoding": asdict(section), "L": section.max_new_tokens,

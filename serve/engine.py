@@ -114,7 +114,7 @@ class ChatEngine:
     def prepare(self, req: ChatCompletionRequest, cfg: ServeConfig) -> PreparedChat:
         """Tokenise and check one request (cheap; raises RequestError when it cannot be served)."""
         from models.generate import DecodingConfig, Prompt
-        from pipelines.dialogue import build_context
+        from pipelines.dialogue import build_context, non_reply_ids
 
         max_new = req.new_tokens(cfg)
         utterances = req.utterances()
@@ -131,7 +131,8 @@ class ChatEngine:
         decoding = DecodingConfig(
             strategy="greedy" if req.temperature == 0 else "sample", temperature=req.temperature or 1.0,
             top_k=req.top_k, top_p=req.top_p, consistent=True, max_new_tokens=max_new,
-            stop_strings=tuple(req.stop_list()), n=rerank.candidates if rerank else req.n, seed=req.seed)
+            stop_strings=tuple(req.stop_list()), n=rerank.candidates if rerank else req.n, seed=req.seed,
+            banned_ids=non_reply_ids(self.tok))
         if decoding.strategy == "greedy" and decoding.n > 1 and decoding.seed is None:
             pass  # greedy candidates are identical; OpenAI does the same with temperature 0
         return PreparedChat(Prompt(list(ids), list(segments), reply_segment), decoding, req.n,

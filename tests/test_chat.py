@@ -103,6 +103,8 @@ def test_chat_with_rerank_prints_one_of_the_candidates(model_dir, monkeypatch, c
     from liaotian.chat import ChatSession
 
     model = load_pretrained(model_dir).eval()
-    session = ChatSession(model, tok, DecodingConfig(n=4, seed=2, max_new_tokens=5))
+    from pipelines.dialogue import non_reply_ids
+
+    session = ChatSession(model, tok, DecodingConfig(n=4, seed=2, max_new_tokens=5, banned_ids=non_reply_ids(tok)))
     candidates = {tok.decode(g.token_ids) for g in generate(model, [session.prompt(["你好"])], session.decoding, tok.sep_id)[0]}
     assert code == 0 and reply_lines(out)[0] in candidates

@@ -107,3 +107,16 @@ def test_filtered_scores_renormalise_over_the_candidate_set():
     s = torch.tensor([[math.log(0.6), math.log(0.3), math.log(0.1)]])
     probs = torch.softmax(L.top_k(s, 2), -1)
     assert torch.allclose(probs, torch.tensor([[2 / 3, 1 / 3, 0.0]]))
+
+
+def test_banned_tokens_are_never_generated_but_eos_stays_reachable():
+    import torch
+
+    from models.generate import DecodingConfig, build_rules, apply_rules
+
+    scores = torch.tensor([[5.0, 4.0, 3.0, 0.0]])  # token 0 (a special) would win; 3 is eos
+    rules = build_rules(DecodingConfig(strategy="greedy", banned_ids=(0, 3)), eos_id=3)
+    out = apply_rules(rules, scores, torch.zeros(1, 0, dtype=torch.long))
+    assert out[0, 0] == float("-inf")
+    assert out[0, 3] == 0.0  # eos is never banned, whatever the caller passes
+    assert out.argmax().item() == 1
