@@ -164,12 +164,14 @@ def plot(records: list[dict[str, Any]], path: str | Path, best_k: int = 4) -> Pa
 
 def write_report(records: list[dict[str, Any]], out_dir: str | Path, title: str = "Sweep",
                  notes: list[str] | None = None) -> dict[str, Path]:
-    """Write trials.json, trials.csv, summary.csv, results.md and results.png into `out_dir`."""
+    """Write trials.json, trials.csv, summary.csv, results.md, results.png and meta.json into `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "trials.json", "csv": out / "trials.csv", "summary_csv": out / "summary.csv",
-             "markdown": out / "results.md", "plot": out / "results.png"}
+             "markdown": out / "results.md", "plot": out / "results.png", "meta": out / "meta.json"}
     paths["json"].write_text(json.dumps(records, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    paths["meta"].write_text(json.dumps({"title": title, "notes": notes or []}, indent=1, ensure_ascii=False),
+                             encoding="utf-8")  # so that `python -m tune.report` rebuilds the same page
     trials_frame(records).to_csv(paths["csv"], index=False)
     summary_frame(records).to_csv(paths["summary_csv"], index=False)
     counts = pd.Series([r.get("status") for r in records]).value_counts().to_dict()
@@ -195,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     d = Path(argv[0])
     records = json.loads((d / "trials.json").read_text(encoding="utf-8"))
-    for name, p in write_report(records, d).items():
+    meta = json.loads((d / "meta.json").read_text(encoding="utf-8")) if (d / "meta.json").is_file() else {}
+    for name, p in write_report(records, d, meta.get("title", "Sweep"), meta.get("notes")).items():
         print(f"{name}: {p}")
     return 0
 

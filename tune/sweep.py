@@ -59,6 +59,7 @@ def _test_metrics(test: dict[str, Any] | None) -> dict[str, float]:
 
 def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback  # rank 0's reports -> this trial
 
     from pipelines.train import run as train_run
 
@@ -71,7 +72,6 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     data["seed"] = spec["seed"]
     cfg = from_dict(run_config_cls(), data)
     job = job_for(cfg.train.classifier, {**spec["overrides"], "scaling.num_workers": ctx["trial_workers"]})
-    from ray.tune.integration.ray_train import TuneReportCallback  # rank 0's reports -> this trial
     t0 = time.time()
     # A retried or resumed trial continues its own Train run (same name and storage) from its last
     # checkpoint instead of starting over.
@@ -286,20 +286,31 @@ def export_model(best: dict[str, Any], dest: Path) -> Path:
     return dest
 
 
+def _rel(p) -> str:
+    """A path as the user would type it: relative to the working directory when below it."""
+    p = Path(p).resolve()
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
 def _notes(cfg, data_dir: Path, init_from: Path | None, best, wall_s: float, interrupted: bool) -> list[str]:
     manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
     counts = manifest.get("class_counts", {})
     tc = cfg.tune
-    notes = [f"- data: `{data_dir}`; class counts train {counts.get('train')}, valid {counts.get('valid')}, "
+    notes = [f"- data: `{_rel(data_dir)}`; class counts train {counts.get('train')}, valid {counts.get('valid')}, "
              f"test {counts.get('test')}",
-             f"- classifier: {'from ' + str(init_from) if init_from else 'from scratch'}; "
+             f"- classifier: {'from ' + _rel(init_from) if init_from else 'from scratch'}; "
              f"{tc.max_steps or cfg.train.classifier.max_steps} steps, eval every "
              f"{tc.eval_every or cfg.train.classifier.eval_every}; {tc.trial_workers} Train worker(s) per trial, "
              f"{tc.max_concurrent_trials} trials at a time; ASHA {'on' if tc.asha else 'off'}",
+             f"- model {cfg.train.classifier.model}, batch {cfg.train.classifier.batch_size}, lr {tc.lrs}, "
+             f"seeds {tc.seeds}; search {tc.search}{f', overrides {tc.overrides}' if tc.overrides else ''}",
              f"- wall time of this invocation: {wall_s:.0f} s"]
     if best:
         notes.append(f"- selected on validation balanced accuracy: **{best['loss']} + {best['regularizer']}, "
-                     f"lr {best['lr']:g}** (seed {best['seed']}), exported to `{cfg.paths.model('sentiment')}`")
+                     f"lr {best['lr']:g}** (seed {best['seed']}), exported to `{_rel(cfg.paths.model('sentiment'))}`")
     if interrupted:
         notes.append("- **interrupted**: some trials did not finish; `liaotian tune --resume` continues them")
     return notes

@@ -84,8 +84,10 @@ def test_write_report_files_and_rebuild(tmp_path, records):
     assert "results.png" in md
     # python -m tune.report rebuilds everything from trials.json alone
     paths["plot"].unlink()
+    paths["markdown"].unlink()
     assert report.main([str(tmp_path)]) == 0
     assert paths["plot"].is_file()
+    assert paths["markdown"].read_text(encoding="utf-8") == md  # title and notes kept
     assert json.loads(paths["json"].read_text(encoding="utf-8")) == json.loads(json.dumps(records))
 
 
