@@ -72,3 +72,32 @@ def test_sentiment_imbalance_touches_train_only(ray_session, tmp_path):
     assert m.rejected["bad_label"] == 1 and m.rejected["subsampled"] > 0
     assert m.dialogues_in == 601 == m.dialogues_out + sum(m.rejected.values())
     assert pq.read_schema(next((tmp_path / "out" / "train").glob("*.parquet"))).equals(SENTIMENT_SCHEMA)
+
+
+def test_text_job_and_sentiment_default_to_the_runs_text_vocab(ray_session, tmp_path):
+    from liaotian.cli import main
+    from pipelines.schema import TEXT_SCHEMA
+    from pipelines.tokenizer import CharTokenizer
+
+    lines = ["今天天气不错", "", "你好", "今天天气不错", "好长好长好长好长好长好长"]  # empty, duplicate, cut to 6
+    (tmp_path / "t.txt").write_bytes("\n".join(lines).encode() + b"\n\xff\xfe\n")  # + invalid UTF-8
+    (tmp_path / "d.jsonl").write_text('["吃 了 吗", "吃 了"]\n{not json}\n', encoding="utf-8")
+    run = ["--set", f"run_dir={tmp_path / 'run'}", "--set", "data.text.max_len=8"]
+    assert main(["data", "text", str(tmp_path / "t.txt"), str(tmp_path / "d.jsonl"), *run]) == 0
+    out = tmp_path / "run" / "data" / "text"
+    m = Manifest.load(out)
+    assert m.rejected == {"empty_text": 1, "duplicate": 1, "invalid_utf8": 1, "invalid_json": 1}
+    assert m.dialogues_in == 6 + 3 == m.dialogues_out + sum(m.rejected.values()) and m.dialogues_out == 5
+    assert m.truncated == {"texts": 1}
+    tok = CharTokenizer.from_dir(out)
+    rows = [r["input_ids"] for s in ("train", "valid", "test") for f in sorted((out / s).glob("*.parquet"))
+            for r in pq.read_table(f).to_pylist()]
+    assert pq.read_schema(next(out.glob("*/part-*.parquet"))).equals(TEXT_SCHEMA)
+    assert sorted(tok.decode(r) for r in rows) == sorted(["今天天气不错", "你好", "好长好长好长", "吃了吗", "吃了"])
+    assert all(r[0] == tok.cls_id and r[-1] == tok.sep_id and len(r) <= 8 for r in rows)
+
+    (tmp_path / "s.csv").write_text("text,label\n今天不错,1\n天气好,1\n不好,0\n", encoding="utf-8")
+    assert main(["data", "sentiment", str(tmp_path / "s.csv"), *run]) == 0
+    s = tmp_path / "run" / "data" / "sentiment"
+    assert Manifest.load(s).vocab_source == str(out / "vocab.txt")
+    assert (s / "vocab.txt").read_text(encoding="utf-8") == (out / "vocab.txt").read_text(encoding="utf-8")
