@@ -19,9 +19,15 @@ paper's and Su's text baseline). Positions with attention_mask 0 are never moved
 Rules (α_k, w_k): captum's `riemann_left|right|middle` and `gausslegendre` exactly; `riemann_trapezoid`
 is the true trapezoid rule (α = k/(n−1), w = 1/(n−1), halved at the ends; captum's weights sum to
 1 − 1/n instead); `clenshaw_curtis` (nodes ½(1 − cos(jπ/m)), m = n − 1, Waldvogel's weight formula).
-`steps="auto"`: nested Clenshaw–Curtis (or trapezoid) with m = `min_steps`−1, doubling m each round;
-every earlier node is a node of the next rule, so no evaluation is wasted. It stops as soon as
-delta ≤ tolerance·|F(x) − F(x')| or the next round would exceed `max_steps` nodes.
+`steps="auto"` (every evaluation is reused; stops once delta ≤ tolerance·|F(x) − F(x')| or at
+`max_steps` nodes):
+- `adaptive_trapezoid` (default): `min_steps` uniform nodes, then locally refined. The forward at each
+  node also yields F(α_k), so each interval's trapezoid error is known exactly:
+  e_i = F(α_{i+1}) − F(α_i) − (α_{i+1} − α_i)(g_i + g_{i+1})/2 with g = ∇F·(x − x'), and delta = |Σ e_i|.
+  Each round bisects, as one batch, every interval with |e_i| ≥ max|e|/4 (sharp stretches of the
+  path get the nodes). The attribution is the composite trapezoid over the final nodes — positive
+  weights that do not depend on F; F only decides where to look.
+- `clenshaw_curtis` / `riemann_trapezoid`: nested global rules, m = `min_steps` − 1 doubling each round.
 All nodes of a round are evaluated as one batch, split into chunks of `internal_batch_size`.
 """
 from __future__ import annotations
@@ -37,6 +43,7 @@ import torch
 
 FIXED_METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre", "clenshaw_curtis")
 NESTED_METHODS = ("clenshaw_curtis", "riemann_trapezoid")
+AUTO_METHODS = ("adaptive_trapezoid",) + NESTED_METHODS
 TOKEN_BUDGET = 4096  # default chunk: interpolation points × tokens per forward/backward
 
 
@@ -187,10 +194,12 @@ def _fixed(path: _Path, method: str, steps: int, need_grads: bool):
 
 
 def _adaptive(path: _Path, method: str, min_steps: int, max_steps: int, tolerance: float, need_grads: bool):
-    if method not in NESTED_METHODS:
-        raise ValueError(f"steps='auto' needs a nested rule {NESTED_METHODS}, got {method!r}")
+    if method not in AUTO_METHODS:
+        raise ValueError(f"steps='auto' needs a nested rule {AUTO_METHODS}, got {method!r}")
     if min_steps < 3 or max_steps < min_steps:
         raise ValueError(f"need 3 <= min_steps <= max_steps, got {min_steps}, {max_steps}")
+    if method == "adaptive_trapezoid":
+        return _adaptive_local(path, min_steps, max_steps, tolerance, need_grads)
     store: dict[Fraction, tuple] = {}  # node -> (F, scores (T,), grad (T,D) | None)
     m = min_steps - 1
     while True:
@@ -208,6 +217,36 @@ def _adaptive(path: _Path, method: str, min_steps: int, max_steps: int, toleranc
         if delta <= tolerance * abs(f1 - f0) or 2 * m + 1 > max_steps:
             return token_scores, attributions, f0, f1, list(map(float, alphas))
         m *= 2
+
+
+def _adaptive_local(path: _Path, min_steps: int, max_steps: int, tolerance: float, need_grads: bool):
+    store: dict[Fraction, tuple] = {}
+    new = [Fraction(k, min_steps - 1) for k in range(min_steps)]
+    while True:
+        f, scores, grads = path.evaluate(np.array([float(k) for k in new]), need_grads)
+        for j, k in enumerate(new):
+            store[k] = (float(f[j]), scores[j], None if grads is None else grads[j])
+        keys = sorted(store)
+        alphas = np.array([float(k) for k in keys])
+        fs = np.array([store[k][0] for k in keys])
+        g = np.array([float(store[k][1].sum()) for k in keys])
+        h = np.diff(alphas)
+        err = np.diff(fs) - h * (g[:-1] + g[1:]) / 2  # exact local trapezoid errors
+        gap = fs[-1] - fs[0]
+        room = max_steps - len(keys)
+        if abs(err.sum()) <= tolerance * abs(gap) or room <= 0:
+            break
+        worst = np.argsort(-np.abs(err))
+        chosen = [i for i in worst if abs(err[i]) >= abs(err[worst[0]]) / 4][:room]
+        new = [(keys[i] + keys[i + 1]) / 2 for i in chosen]
+    weights = np.zeros(len(keys))
+    weights[:-1] += h / 2
+    weights[1:] += h / 2
+    token_scores, attributions = _combine(
+        path, weights, torch.stack([store[k][1] for k in keys]),
+        torch.stack([store[k][2] for k in keys]) if need_grads else None,
+    )
+    return token_scores, attributions, float(fs[0]), float(fs[-1]), list(map(float, alphas))
 
 
 # --- public entry ---------------------------------------------------------------------------------
@@ -243,7 +282,7 @@ def integrated_gradients(
 ) -> Attribution:
     """Explain one example. `target`: class index (classifier) or reply token ids (DialogLM).
 
-    `method` defaults to gausslegendre (fixed steps, captum's default) or clenshaw_curtis ("auto").
+    `method` defaults to gausslegendre (fixed steps, captum's default) or adaptive_trapezoid ("auto").
     `internal_batch_size` bounds interpolation points per forward/backward (default ⌊4096 / T⌋).
     """
     device = model.token_embedding.weight.device
@@ -287,7 +326,7 @@ def integrated_gradients(
     model.eval()
     try:
         if steps == "auto":
-            method = method or "clenshaw_curtis"
+            method = method or "adaptive_trapezoid"
             result = _adaptive(path, method, min_steps, max_steps, tolerance, return_attributions)
         elif isinstance(steps, int) and not isinstance(steps, bool):
             method = method or "gausslegendre"

@@ -133,14 +133,16 @@ def test_reply_target_log_probability_and_scores(lm):
     assert whole.token_scores[len(CTX):].abs().sum() > 0 and whole.f_x == pytest.approx(a.f_x)
 
 
-@pytest.mark.parametrize("method", ["clenshaw_curtis", "riemann_trapezoid"])
-def test_adaptive_meets_tolerance_with_nested_nodes(lm, method):
+@pytest.mark.parametrize("method", ["adaptive_trapezoid", "clenshaw_curtis", "riemann_trapezoid"])
+def test_adaptive_meets_tolerance_reusing_nodes(lm, method):
     rough = make_classifier(noise=0.6)  # sharp enough that the coarsest rule is not enough
     used = []
     for tol in (0.01, 1e-4):
         a = integrated_gradients(rough, sentence(seed=3), 0, steps="auto", method=method, tolerance=tol, max_steps=1025)
         assert a.delta <= tol * abs(a.f_x - a.f_baseline), (tol, a.steps)
-        assert a.steps in (9, 17, 33, 65, 129, 257, 513, 1025)
+        assert len(set(a.node_alphas)) == a.steps and a.node_alphas[0] == 0.0 and a.node_alphas[-1] == 1.0
+        if method != "adaptive_trapezoid":
+            assert a.steps in (9, 17, 33, 65, 129, 257, 513, 1025)
         used.append(a.steps)
     assert used[1] > used[0] > 9
     capped = integrated_gradients(rough, sentence(seed=3), 0, steps="auto", method=method, tolerance=0.0, max_steps=33)
@@ -149,9 +151,18 @@ def test_adaptive_meets_tolerance_with_nested_nodes(lm, method):
     assert r.delta <= 0.01 * abs(r.f_x - r.f_baseline)
 
 
+def test_local_refinement_puts_nodes_where_the_error_is():
+    rough = make_classifier(noise=0.6)
+    a = integrated_gradients(rough, sentence(seed=3), 0, steps="auto", tolerance=1e-3)
+    b = integrated_gradients(rough, sentence(seed=3), 0, steps="auto", method="riemann_trapezoid", tolerance=1e-3)
+    gaps = np.diff(a.node_alphas)
+    assert gaps.max() > 2 * gaps.min()  # non-uniform: refined locally
+    assert a.steps < b.steps  # fewer evaluations than global doubling for the same tolerance
+
+
 def test_adaptive_equals_fixed_rule_with_the_same_nodes(classifier):
     ids = sentence(seed=4)
-    a = integrated_gradients(classifier, ids, 1, steps="auto", tolerance=1e-9, max_steps=33, return_attributions=True)
+    a = integrated_gradients(classifier, ids, 1, steps="auto", method="clenshaw_curtis", tolerance=1e-9, max_steps=33, return_attributions=True)
     b = integrated_gradients(classifier, ids, 1, steps=33, method="clenshaw_curtis", return_attributions=True)
     assert a.steps == 33 and torch.allclose(a.attributions, b.attributions, atol=1e-6)
     c = integrated_gradients(classifier, ids, 1, steps=33, method="clenshaw_curtis", internal_batch_size=4)
