@@ -9,6 +9,7 @@ to TensorBoard) by the driver even when worker logs are not forwarded, e.g. unde
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -65,7 +66,7 @@ def train_loop(config: dict) -> dict:
     meta = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
     checkpoint = store.latest() if store else ray.train.get_checkpoint()
     if checkpoint is not None:
-        with (checkpoint.as_directory() if hasattr(checkpoint, "as_directory") else _nullpath(checkpoint)) as d:
+        with checkpoint.as_directory() if hasattr(checkpoint, "as_directory") else contextlib.nullcontext(checkpoint) as d:
             meta = T.load_state(d, model, optimizer, precision.scaler)
     start = meta["step"]
     torch.manual_seed(config["seed"] * 1_000_003 + rank * 10_007 + start)  # dropout: distinct per rank, replayable
@@ -78,7 +79,7 @@ def train_loop(config: dict) -> dict:
     nodes = _node_count()
     progress = config["progress"]
     fault_step, fault_marker = config["fault"]
-    window = {"loss": 0.0, "n": 0, "tokens": 0, "wait": 0.0, "t0": time.perf_counter()}
+    window = {"loss": 0.0, "n": 0, "tokens": 0, "wait": 0.0, "eval": 0.0, "t0": time.perf_counter()}
     val: dict = {}
     for step in range(start + 1, job.max_steps + 1):
         if fault_step == step and rank == max(1, world) - 1 and not os.path.exists(fault_marker):
@@ -95,12 +96,14 @@ def train_loop(config: dict) -> dict:
         last = step == job.max_steps
         ckpt = step % job.checkpoint_every == 0 or last
         if step % job.eval_every == 0 or ckpt:  # a checkpoint is scored by its own validation
+            t = time.perf_counter()
             sums = _all_reduce(T.evaluate_sums(model, kind, eval_batches, precision, loss_fn, config.get("num_classes") or 0), device)
             val = {**T.metrics_from_sums(kind, sums, config.get("num_classes") or 0, config.get("minority")), "val_step": step}
+            window["eval"] += time.perf_counter() - t  # kept out of tokens/s: it measures training
         if not (ckpt or step % job.eval_every == 0 or step % job.log_every == 0):
             continue
         stats = _all_reduce(torch.tensor([window["loss"], window["n"], window["tokens"], window["wait"]], dtype=torch.float64), device)
-        elapsed = time.perf_counter() - window["t0"]
+        elapsed = time.perf_counter() - window["t0"] - window["eval"]
         metrics = {"step": step, "train_loss": float(stats[0] / stats[1]), "lr": lr, "epoch": epoch,
                    "tokens_per_s": float(stats[2]) / elapsed, "data_wait_share": float(stats[3]) / max(1, world) / elapsed,
                    "start_step": start, "nodes": nodes, **val}
@@ -108,14 +111,8 @@ def train_loop(config: dict) -> dict:
                  "schedule": {"name": job.optim.schedule, "max_steps": job.max_steps, "warmup_steps": job.optim.warmup_steps},
                  "metrics": metrics}
         _report(metrics, model, optimizer, precision, state, ckpt and rank == 0, store, progress, rank)
-        window.update(loss=0.0, n=0, tokens=0, wait=0.0, t0=time.perf_counter())
+        window.update(loss=0.0, n=0, tokens=0, wait=0.0, eval=0.0, t0=time.perf_counter())
     return {"steps": job.max_steps, "metrics": val}
-
-
-class _nullpath:  # a local checkpoint dir used like Checkpoint.as_directory()
-    def __init__(self, path): self.path = path
-    def __enter__(self): return self.path
-    def __exit__(self, *exc): return False
 
 
 def _regularizer(job):
