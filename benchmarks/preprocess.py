@@ -33,24 +33,42 @@ def synth(path: Path, n: int, seed: int = 0) -> None:
         f.write("]\n")
 
 
+def _rss_tree(root: int) -> int:
+    """RSS bytes of `root` and all its descendants, from /proc (no psutil)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            children.setdefault(int(fields[1]), []).append(int(d.name))
+            rss[int(d.name)] = int(fields[21]) * PAGE
+        except (OSError, ValueError, IndexError):
+            pass
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo += children.get(pid, [])
+    return total
+
+
+PAGE = __import__("os").sysconf("SC_PAGE_SIZE")
+
+
 class PeakRSS:
-    """Samples the RSS of this process and its children (Ray's raylet and workers) every 0.2 s."""
+    """Samples the RSS of this process and its descendants (Ray's raylet and workers) every 0.2 s."""
 
     def __init__(self):
-        import psutil
-        self.proc, self.peak, self.stop = psutil.Process(), 0, threading.Event()
+        import os
+        self.pid, self.peak, self.stop = os.getpid(), 0, threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
-        import psutil
         while not self.stop.wait(0.2):
-            total = 0
-            for p in [self.proc] + self.proc.children(recursive=True):
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
+            self.peak = max(self.peak, _rss_tree(self.pid))
 
     def __enter__(self):
         self.thread.start()

@@ -121,12 +121,31 @@ def encode_pieces(pieces: list[list[str]], offsets: list[int], tok: CharTokenize
     as (offsets, values) pairs, source piece index per sample, n_turns per sample).
     """
     text = "".join(CLS_MARK + SEP_MARK.join(p) + SEP_MARK for p in pieces)
+    return _encode_marked(text, np.asarray([len(p) for p in pieces], dtype=np.int16), offsets, tok, max_len, counts)
+
+
+def encode_piece_array(pieces, offsets, tok: CharTokenizer, max_len: int, counts: Counter | None = None):
+    """`encode_pieces` for an Arrow list<string> array of pieces: the marked text is built by Arrow
+    kernels, so no utterance becomes a Python object."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(pieces) == 0:
+        return encode_pieces([], [], tok, max_len, counts)
+    body = pc.binary_join(pieces, SEP_MARK)
+    marked = pc.binary_join_element_wise(CLS_MARK, body, SEP_MARK, "")
+    text = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(marked)], pa.int32()), marked), "")[0].as_py()
+    n_utts = pc.list_value_length(pieces).to_numpy(zero_copy_only=False).astype(np.int16)
+    return _encode_marked(text, n_utts, offsets, tok, max_len, counts)
+
+
+def _encode_marked(text: str, n_utts: np.ndarray, offsets, tok: CharTokenizer, max_len: int, counts: Counter | None):
     ids = tok.encode_marked(text)
     is_cls = ids == tok.cls_id
     is_sep = ids == tok.sep_id
     starts = np.flatnonzero(is_cls)
-    if len(starts) != len(pieces):
-        raise RuntimeError(f"encode_pieces: {len(starts)} [CLS] marks for {len(pieces)} pieces")
+    if len(starts) != len(n_utts):
+        raise RuntimeError(f"encode_pieces: {len(starts)} [CLS] marks for {len(n_utts)} pieces")
     lengths = np.diff(np.append(starts, len(ids)))
     # Turn index of each token inside its piece: [SEP]s before it (its own [SEP] excluded).
     seps_before = np.cumsum(is_sep) - is_sep
@@ -141,7 +160,7 @@ def encode_pieces(pieces: list[list[str]], offsets: list[int], tok: CharTokenize
     out_ids, out_seg, out_mask = [ids[keep]], [segment[keep]], [loss[keep]]
     sample_lengths = [fast_lengths]
     piece_index = [np.flatnonzero(fits)]
-    n_turns = [np.asarray([len(pieces[i]) for i in piece_index[0]], dtype=np.int16)]
+    n_turns = [np.asarray(n_utts[piece_index[0]], dtype=np.int16)]
 
     for i in np.flatnonzero(~fits):  # long pieces: whole-utterance windows
         body = ids[starts[i] + 1: starts[i] + lengths[i]]

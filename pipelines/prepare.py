@@ -24,9 +24,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipelines import readers
-from pipelines.cleaning import clean_dialogues, content_key
+from pipelines.cleaning import clean_dialogue_lists, clean_dialogues, content_key
 from pipelines.config import DialogDataConfig
-from pipelines.dialogue import encode_pieces
+from pipelines.dialogue import encode_piece_array, encode_pieces
 from pipelines.schema import DIALOG_SCHEMA, Manifest, RejectedRecord
 from pipelines.shards import (CLEAN_COUNTERS, assign_split, check_output_dir, finish_output, input_info, read_units,
                               tokenizer_for)
@@ -37,29 +37,95 @@ TRUNC_COUNTERS = ("trunc_utterances", "trunc_context")
 # ------------------------------------------------------------------ pass 1: clean (Ray Data task)
 
 def clean_batch(batch: pa.Table, max_chars: int, valid_fraction: float, test_fraction: float) -> pa.Table:
-    """Raw records -> cleaned pieces + key + split, or the rejection; batch cleaning counts on row 0."""
+    """Raw records -> cleaned pieces + key + split, or the rejection; batch cleaning counts and the
+    code point counts of the kept text (the vocabulary's input) on row 0.
+
+    The whole batch goes through Arrow/NumPy kernels (`clean_dialogue_lists`); only when that path
+    raises does the batch fall back to the per-record path, which rejects just the record(s) at fault."""
+    n = batch.num_rows
+    reason = batch.column("reason").combine_chunks()
+    ok = np.asarray(reason.is_null())
+    counts: Counter = Counter()
+    try:
+        lists = batch.column("utterances").combine_chunks().filter(pa.array(ok))
+        got = clean_dialogue_lists(lists, max_chars, counts)
+    except Exception:
+        return _clean_batch_per_record(batch, max_chars, valid_fraction, test_fraction)
+    idx = np.flatnonzero(ok)
+    kept = np.zeros(n, bool)
+    kept[idx] = np.asarray(got["key"].is_valid())
+    scatter = np.full(n, -1, np.int64)  # row -> position in the ok arrays (null elsewhere)
+    scatter[idx] = np.arange(len(idx))
+    take = pa.array(scatter, pa.int64(), mask=scatter < 0)
+    key = got["key"].take(take)
+    short = ok & ~kept  # nothing left after cleaning
+    reasons = pc.if_else(pa.array(short), "too_few_utterances", reason)
+    details = pc.if_else(pa.array(short), "fewer than 2 non-empty utterances in a row after cleaning",
+                         batch.column("detail").combine_chunks())
+    records = batch.column("record").combine_chunks()
+    if short.any():
+        original = batch.column("utterances").combine_chunks().filter(pa.array(short)).to_pylist()
+        records = records.to_numpy(zero_copy_only=False).astype(object)
+        records[short] = [json.dumps(u, ensure_ascii=False) for u in original]
+        records = pa.array(records, pa.string())
+    keys = np.asarray(key.fill_null(0), np.int64)
+    u = (keys % 1_000_003) / 1_000_003  # assign_split, vectorised (same split for the same key)
+    split_of_key = np.where(u < test_fraction, "test", np.where(u < test_fraction + valid_fraction, "valid", "train"))
+    split = pc.if_else(pa.array(kept & np.asarray(batch.column("split").is_null())), pa.array(split_of_key, pa.string()),
+                       batch.column("split").combine_chunks())
+    return _clean_table(batch, got["pieces"].take(take), got["offsets"].take(take), key, split, reasons, details, records,
+                        counts, got["pieces"])
+
+
+def _clean_table(batch, pieces, offsets, key, split, reasons, details, records, counts, kept_pieces) -> pa.Table:
+    n = batch.num_rows
+    unit = np.asarray(batch.column("unit"), dtype=np.int64)
+    position = np.asarray(batch.column("position"), dtype=np.int64)
+    cols = {
+        "order": pa.array((unit << 40) | position, pa.int64()),  # input order: the first copy wins
+        "source": batch.column("source"), "position": batch.column("position"), "split": split,
+        "dialogue_id": pc.binary_join_element_wise(pc.cast(batch.column("unit"), pa.string()),
+                                                   pc.cast(batch.column("position"), pa.string()), "-"),
+        "pieces": pieces, "offsets": offsets, "key": key, "reason": reasons, "detail": details, "record": records,
+    }
+    for name in CLEAN_COUNTERS:
+        cols[name] = pa.array([counts.get(name, 0)] + [0] * (n - 1), pa.int64())
+    cps, cp_counts = _codepoint_counts(kept_pieces)
+    cols["vocab_cp"] = pa.array([cps.tolist()] + [None] * (n - 1), pa.list_(pa.int32()))
+    cols["vocab_count"] = pa.array([cp_counts.tolist()] + [None] * (n - 1), pa.list_(pa.int64()))
+    return pa.table(cols)
+
+
+def _codepoint_counts(pieces: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse code point counts of every utterance in `pieces` (list<list<string>>, nulls skipped)."""
+    from pipelines.tokenizer import codepoint_counts
+
+    flat = pieces.flatten().flatten() if len(pieces) else pa.array([], pa.string())
+    text = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(flat)], pa.int32()), flat), "")[0].as_py() if len(flat) else ""
+    counts = codepoint_counts(text)
+    cps = np.flatnonzero(counts)
+    return cps, counts[cps]
+
+
+def _clean_batch_per_record(batch: pa.Table, max_chars: int, valid_fraction: float, test_fraction: float) -> pa.Table:
+    """The per-record path: each dialogue cleaned alone; one that raises is rejected as `error`."""
     n = batch.num_rows
     reasons = batch.column("reason").to_pylist()
     utterances = batch.column("utterances").to_pylist()
     counts: Counter = Counter()
-    ok = [i for i in range(n) if reasons[i] is None]
     details = batch.column("detail").to_pylist()
     records = batch.column("record").to_pylist()
-    pieces_out, offsets_out, keys = [None] * n, [None] * n, [None] * n
-    try:
-        cleaned = clean_dialogues([utterances[i] for i in ok], max_chars, counts)
-    except Exception:  # isolate the record that breaks the batch path, reject only it
-        cleaned = []
-        for i in ok:
-            try:
-                cleaned.append(clean_dialogues([utterances[i]], max_chars, counts)[0])
-            except Exception as e:
-                cleaned.append(e)
     splits = batch.column("split").to_pylist()
-    for i, result in zip(ok, cleaned):
-        if isinstance(result, Exception):
-            reasons[i], details[i], records[i] = "error", f"{type(result).__name__}: {result}", json.dumps(utterances[i], ensure_ascii=False)
-        elif result is None:
+    pieces_out, offsets_out, keys = [None] * n, [None] * n, [None] * n
+    for i in range(n):
+        if reasons[i] is not None:
+            continue
+        try:
+            result = clean_dialogues([utterances[i]], max_chars, counts)[0]
+        except Exception as e:
+            reasons[i], details[i], records[i] = "error", f"{type(e).__name__}: {e}", json.dumps(utterances[i], ensure_ascii=False)
+            continue
+        if result is None:
             reasons[i], records[i] = "too_few_utterances", json.dumps(utterances[i], ensure_ascii=False)
             details[i] = "fewer than 2 non-empty utterances in a row after cleaning"
         else:
@@ -68,22 +134,10 @@ def clean_batch(batch: pa.Table, max_chars: int, valid_fraction: float, test_fra
             keys[i] = content_key(result)
             if splits[i] is None:
                 splits[i] = assign_split(keys[i], valid_fraction, test_fraction)
-    unit = np.asarray(batch.column("unit"), dtype=np.int64)
-    position = np.asarray(batch.column("position"), dtype=np.int64)
-    cols = {
-        "order": pa.array((unit << 40) | position, pa.int64()),  # input order: the first copy wins
-        "source": batch.column("source"), "position": batch.column("position"),
-        "split": pa.array(splits, pa.string()),
-        "dialogue_id": pa.array([f"{u}-{p}" for u, p in zip(unit.tolist(), position.tolist())], pa.string()),
-        "pieces": pa.array(pieces_out, pa.list_(pa.list_(pa.string()))),
-        "offsets": pa.array(offsets_out, pa.list_(pa.int16())),
-        "key": pa.array(keys, pa.int64()),
-        "reason": pa.array(reasons, pa.string()), "detail": pa.array(details, pa.string()),
-        "record": pa.array(records, pa.string()),
-    }
-    for name in CLEAN_COUNTERS:
-        cols[name] = pa.array([counts.get(name, 0)] + [0] * (n - 1), pa.int64())
-    return pa.table(cols)
+    pieces = pa.array(pieces_out, pa.list_(pa.list_(pa.string())))
+    return _clean_table(batch, pieces, pa.array(offsets_out, pa.list_(pa.int16())), pa.array(keys, pa.int64()),
+                        pa.array(splits, pa.string()), pa.array(reasons, pa.string()), pa.array(details, pa.string()),
+                        pa.array(records, pa.string()), counts, pieces)
 
 
 # ------------------------------------------------------------------ pass 3: vocabulary
@@ -96,6 +150,15 @@ def count_batch(batch: pa.Table) -> pa.Table:
     counts = codepoint_counts("".join(u for d in pieces for p in d for u in p))
     cps = np.flatnonzero(counts)
     return pa.table({"cp": pa.array(cps, pa.int32()), "count": pa.array(counts[cps], pa.int64())})
+
+
+def clean_vocab_counts(clean) -> Counter:
+    """The vocabulary's counts, summed in the driver from the per-batch sparse counts that the clean
+    pass left on row 0 (no extra pass over the text)."""
+    total = np.zeros(0x110000, dtype=np.int64)  # fixed size: memory does not grow with the corpus
+    for b in clean.to_batches(columns=["vocab_cp", "vocab_count"], filter=pc.field("vocab_cp").is_valid()):
+        np.add.at(total, b.column("vocab_cp").flatten().to_numpy(), b.column("vocab_count").flatten().to_numpy())
+    return Counter({chr(int(c)): int(total[c]) for c in np.flatnonzero(total)})
 
 
 def sum_counts(ds) -> Counter:
@@ -120,16 +183,16 @@ class EncodeDialogues:
     def __call__(self, batch: pa.Table) -> pa.Table:
         batch = batch.filter(pa.array(~is_duplicate(batch, self.dup_keys, self.dup_orders)))
         counts: Counter = Counter()
-        all_pieces = batch.column("pieces").to_pylist()
-        all_offsets = batch.column("offsets").to_pylist()
         errors: dict[int, str] = {}
         try:
-            owner = np.repeat(np.arange(len(all_pieces)), [len(p) for p in all_pieces])
-            out = encode_pieces([p for d in all_pieces for p in d], [o for d in all_offsets for o in d],
-                                self.tok, self.max_len, counts)
+            pieces = batch.column("pieces").combine_chunks()
+            owner = np.repeat(np.arange(len(pieces)), pc.list_value_length(pieces).fill_null(0).to_numpy(zero_copy_only=False))
+            offsets = batch.column("offsets").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            out = encode_piece_array(pieces.flatten(), offsets, self.tok, self.max_len, counts)
             sample_owner = owner[out["piece_index"]]
         except Exception:  # find the dialogue(s) that break the batch path; reject only them
             counts, parts, owners = Counter(), [], []
+            all_pieces, all_offsets = batch.column("pieces").to_pylist(), batch.column("offsets").to_pylist()
             for i, (ps, os_) in enumerate(zip(all_pieces, all_offsets)):
                 try:
                     parts.append(encode_pieces(ps, os_, self.tok, self.max_len, counts))
@@ -248,8 +311,7 @@ def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = Fal
     kept = ray.data.read_parquet(str(work / "clean")).filter(expr=ray.data.expressions.col("reason").is_null())
 
     dup_keys, dup_orders = find_duplicates(clean)
-    tok, vocab_source = tokenizer_for(cfg.vocab, lambda: sum_counts(kept.map_batches(count_batch, batch_size=cfg.batch_size, batch_format="pyarrow")),
-                                      cfg.min_count, cfg.max_vocab)
+    tok, vocab_source = tokenizer_for(cfg.vocab, lambda: clean_vocab_counts(clean), cfg.min_count, cfg.max_vocab)
     tok.save(out)
 
     kept.map_batches(EncodeDialogues, fn_constructor_kwargs=dict(tokens=tok.tokens, max_len=cfg.max_len, dup_keys=dup_keys, dup_orders=dup_orders),
@@ -288,7 +350,7 @@ def _rejected_rows(clean, dup_keys, dup_orders):
             yield RejectedRecord(r["source"], r["position"], r["reason"], _loads(r["record"]), r["detail"], r["split"])
     if len(dup_keys):
         for b in clean.to_batches(columns=["source", "position", "pieces", "dialogue_id", "split", "key", "order"],
-                                  filter=pc.field("reason").is_null()):
+                                  filter=pc.field("reason").is_null() & pc.field("key").isin(pa.array(dup_keys, pa.int64()))):
             b = duplicates_batch(pa.Table.from_batches([b]), dup_keys, dup_orders)
             for r in b.select(["source", "position", "pieces", "dialogue_id", "split"]).to_pylist():
                 yield RejectedRecord(r["source"], r["position"], "duplicate", r["pieces"],

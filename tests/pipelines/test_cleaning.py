@@ -37,3 +37,28 @@ def test_content_key_is_stable_and_duplicates_keep_the_first_copy():
     keys = np.array([5, 7, 5, 5, 9])
     orders = np.array([30, 1, 10, 20, 2])  # input order: the copy at order 10 is the first
     assert duplicate_mask(keys, orders).tolist() == [True, False, False, True, False]
+
+
+def test_arrow_batch_path_matches_the_rules_one_string_at_a_time():
+    import random
+
+    import pyarrow as pa
+
+    from pipelines.cleaning import TEXT_RULES, clean_dialogue_lists
+
+    rng = random.Random(0)
+    for alphabet in (list("ab 中文，？！Ａ｀"),  # the NumPy fast path only
+                     list("ab 中文，？！Ａ｀～　\t\n\x00\x07\u200b\ufeff\x85\xa0\u3000") + ["  ", "x y", "好 "]):
+        for _ in range(100):
+            dialogues = [["".join(rng.choices(alphabet, k=rng.randint(0, 6))) for _ in range(rng.randint(0, 6))]
+                         for _ in range(rng.randint(0, 20))]
+            want, got = Counter(), Counter()
+            expected = clean_dialogues(dialogues, 4, want)
+            for name in TEXT_RULES:  # the rules' own definition: each string alone
+                want.pop(name, None)
+            for u in (u for d in dialogues for u in d):
+                clean_text(u, want)
+            out = clean_dialogue_lists(pa.array(dialogues, pa.list_(pa.string())), 4, got)
+            assert +got == +want
+            for e, p, o, k in zip(expected, out["pieces"].to_pylist(), out["offsets"].to_pylist(), out["key"].to_pylist()):
+                assert (p, o, k) == ((None, None, None) if e is None else ([x for _, x in e], [s for s, _ in e], content_key(e)))
