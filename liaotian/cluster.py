@@ -6,6 +6,7 @@ on a cluster, `RAY_ADDRESS=auto` (or `ray job submit`) makes every stage join it
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from liaotian.config import RayConfig
 
@@ -26,11 +27,13 @@ def connect(cfg: RayConfig | None = None):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     address = os.environ.get("RAY_ADDRESS") or cfg.address
-    # Make the repo's top-level packages importable on every worker, local or remote.
     runtime_env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
-    if address:
+    if address:  # a remote cluster gets the code from its image or `ray job submit --working-dir .`
         ray.init(address=address, log_to_driver=cfg.log_to_driver, runtime_env=runtime_env)
     else:
+        # Local workers import the same checkout as this driver (not whatever `pip -e` points at).
+        repo_root = str(Path(__file__).resolve().parents[1])
+        runtime_env["env_vars"]["PYTHONPATH"] = os.pathsep.join(p for p in (repo_root, os.environ.get("PYTHONPATH")) if p)
         ray.init(
             address="local",  # never attach to a stray cluster by accident
             num_cpus=local_num_cpus(cfg),
