@@ -71,6 +71,9 @@ def _spec(loss: dict, reg: dict, lr: float, seed: int, tc: TuneConfig) -> dict[s
     overrides.update({f"loss.{k}": v for k, v in {**to_dict(LossSection()), **loss}.items()})
     overrides.update({f"regularizer.{k}": v for k, v in {**to_dict(RegularizerSection()), **reg}.items()})
     overrides["optim.lr"] = float(lr)
+    # Each trial exports the checkpoint that is best by the sweep's own selection metric (a
+    # train.classifier section written in YAML otherwise falls back to TrainJobConfig's val_loss).
+    overrides.update(checkpoint_metric="val_balanced_accuracy", checkpoint_mode="max")
     if tc.max_steps is not None:
         overrides["max_steps"] = tc.max_steps
     if tc.eval_every is not None:

@@ -64,7 +64,11 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     from pipelines.train import run as train_run
 
     spec = config["spec"]
-    trial_dir = Path(tune.get_context().get_trial_dir())
+    # The trial's directory in the experiment's storage, not Tune's per-session staging copy
+    # (get_trial_dir() under /tmp/ray/session_*): Train checkpoints and the model must outlive the
+    # session so that a resumed sweep continues a trial's Train run. Train on several nodes needs a
+    # shared storage_path anyway (research/ray.md §2.2).
+    trial_dir = Path(ctx["exp_dir"]) / _dirname(spec)
     trial_dir.mkdir(parents=True, exist_ok=True)
     with open(trial_dir / ATTEMPTS_FILE, "a", encoding="utf-8") as f:
         f.write(f"{time.time():.3f}\n")
@@ -129,8 +133,12 @@ def _build_tuner(cfg, exp_dir: Path, trainable, callbacks):
     )
 
 
+def _dirname(spec: dict[str, Any]) -> str:
+    return spec["key"]
+
+
 def _trial_dirname(trial) -> str:
-    return trial.config["spec"]["key"]
+    return _dirname(trial.config["spec"])
 
 
 def run(cfg, *, resume: bool = False, name: str = "sweep", callbacks=None) -> SweepResult:
@@ -148,6 +156,7 @@ def run(cfg, *, resume: bool = False, name: str = "sweep", callbacks=None) -> Sw
     # Tune runs trials with the trial directory as working directory: pass absolute paths only.
     cfg_data["run_dir"] = str(Path(cfg.run_dir).resolve())
     ctx = {"cfg": cfg_data, "data_dir": str(data_dir), "init_from": str(init_from) if init_from else None,
+           "exp_dir": str(exp_dir),
            "trial_workers": cfg.tune.trial_workers}
     trainable = tune.with_resources(tune.with_parameters(_trial, ctx=ctx), {"cpu": cfg.tune.cpus_per_trial})
     if resume and tune.Tuner.can_restore(str(exp_dir)):
@@ -203,7 +212,7 @@ def collect_records(exp_dir: Path, specs: list[dict[str, Any]] | None = None) ->
     records, interrupted = [], False
     for trial in analysis.trials:
         spec = trial.config["spec"]
-        tdir = Path(trial.local_path or exp_dir / spec["key"])
+        tdir = exp_dir / _dirname(spec)
         rows = _read_results(tdir)
         final = next((r for r in reversed(rows) if r.get(DONE_KEY)), None)
         history = [{k: r.get(k) for k in ("step", METRIC, "val_loss", "train_loss") if r.get(k) is not None}
@@ -232,8 +241,8 @@ def collect_records(exp_dir: Path, specs: list[dict[str, Any]] | None = None) ->
         }
         for m in report_mod.TEST_METRICS:
             rec[f"test_{m}"] = _num(final.get(f"test_{m}")) if final else None
-        if final is not None and (tdir / "final.json").is_file():
-            rec["model_dir"] = json.loads((tdir / "final.json").read_text(encoding="utf-8")).get("model_dir")
+        if final is not None and (tdir / "model" / "config.json").is_file():
+            rec["model_dir"] = str(tdir / "model")
         records.append(rec)
     seen = {r["trial_id"] for r in records}
     for spec in specs or []:

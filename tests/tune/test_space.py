@@ -33,6 +33,7 @@ def test_overrides_apply_like_set_and_reset_unused_fields():
     job = space.job_for(cfg.train.classifier, none["overrides"])
     assert (job.loss.name, job.loss.gamma, job.max_steps, job.eval_every) == ("focal", 0.5, 12, 4)
     assert job.log_every == job.checkpoint_every == 4  # reports and checkpoints only at evaluations
+    assert (job.checkpoint_metric, job.checkpoint_mode) == ("val_balanced_accuracy", "max")
     assert job.regularizer.name == "none" and job.regularizer.strength == 0.0  # base 0.5 does not leak
     assert job.batch_size == 16 and job.model["d_model"] == 32 and job.model["preset"] == "tiny"
     job2 = space.job_for(cfg.train.classifier, weissi["overrides"])

@@ -87,6 +87,11 @@ def test_tiny_sweep_writes_report_exports_best_and_reports_the_failed_trial(ray_
         if r["status"] == "completed":
             assert r["steps"] == 16 and 0.0 <= r["test_balanced_accuracy"] <= 1.0
             assert r["test_minority_recall"] is not None and r["test_macro_f1"] is not None
+            # the trial's model lives in the experiment's storage and is its best evaluation by the
+            # selection metric (the one whose test numbers are reported)
+            assert Path(r["model_dir"]).parent == cfg.paths.tune.resolve() / "tiny" / r["trial_id"]
+            final = json.loads((Path(r["trial_dir"]) / "final.json").read_text(encoding="utf-8"))
+            assert final["val_balanced_accuracy"] == pytest.approx(r["val_balanced_accuracy"])
     assert res.counts["completed"] >= 1
     # the table, the plot, the records
     md = res.report_paths["markdown"].read_text(encoding="utf-8")
