@@ -83,9 +83,13 @@ def serve_and_probe(cfg, common: list[str], keep_serving: bool) -> None:
     """Start both applications, send a few requests, print replies and an attribution."""
     import httpx
 
-    from serve.app import start as serve_start, stop as serve_stop
+    from ray import serve as ray_serve
 
-    base = serve_start(cfg)
+    from serve.app import run as serve_run
+    from serve.explain import render_ansi
+
+    urls = serve_run(cfg, blocking=False)
+    base = urls["chat"].rstrip("/")
     headers = {"Authorization": f"Bearer {cfg.serve.api_key}"} if cfg.serve.api_key else {}
     with httpx.Client(base_url=base, timeout=120, headers=headers) as client:
         for history in (["你好"], ["今天天气怎么样？"], ["你喜欢什么电影", "我喜欢科幻片", "为什么呢"]):
@@ -99,19 +103,20 @@ def serve_and_probe(cfg, common: list[str], keep_serving: bool) -> None:
         r = client.post("/v1/attributions", json={"text": review})
         r.raise_for_status()
         att = r.json()
-        print(f"\n  attribution of the review «{review}»: label={att.get('label')} p={att.get('probability'):.3f} delta={att.get('delta'):.4f}")
-        from serve.explain import render_ansi
+        name = att.get("label_name") or att.get("label")
+        print(f"\n  attribution of the review «{review}»: label={name} p={att['probability']:.3f} "
+              f"F(x)={att['f_x']:.3f} F(baseline)={att['f_baseline']:.3f} delta={att['delta']:.4f} steps={att['steps']}")
         print("  " + render_ansi(att["tokens"], att["scores"]))
     print(f"\nThe web page (chat + explain) is at {base}/", flush=True)
     if not keep_serving:
-        serve_stop()
+        ray_serve.shutdown()
         return
     print("Serving until Ctrl-C ...", flush=True)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        serve_stop()
+        ray_serve.shutdown()
 
 
 def run(args: argparse.Namespace) -> int:
