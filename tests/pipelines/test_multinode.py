@@ -4,6 +4,7 @@ on different nodes and still train. Shuts down the shared session for its own cl
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,16 @@ def three_node_cluster():
     ray.shutdown()
     cluster.shutdown()
     if shared_was_up:  # the other Ray tests of this session expect the shared local cluster back
-        ray.init(address="local", num_cpus=8, object_store_memory=512 * 1024**2, include_dashboard=True,
-                 log_to_driver=False, runtime_env=env)
+        for attempt in range(3):  # a raylet gets 30 s to start; on a loaded 2-core box that can run out
+            try:
+                ray.init(address="local", num_cpus=8, object_store_memory=512 * 1024**2, include_dashboard=True,
+                         log_to_driver=False, runtime_env=env)
+                break
+            except Exception:
+                ray.shutdown()
+                if attempt == 2:
+                    raise
+                time.sleep(5)
 
 
 def test_two_workers_on_two_nodes_train(three_node_cluster, train_data, tmp_path):
