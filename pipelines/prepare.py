@@ -1,12 +1,14 @@
 """`liaotian data dialog|sentiment|text`: corpora -> Parquet shards with Ray Data (the only Ray in pipelines' data path).
 
-Dialog job, in passes over streamed data (memory stays flat as the corpus grows):
-  1. read (a Datasource: one streaming read task per file/split) -> clean (map_batches, tasks)
-     -> `_work/clean/*.parquet` (kept dialogues AND rejected records, each with its reason)
-  2. duplicates: the 64-bit content keys of kept records, sorted once (see `find_duplicates`)
-  3. vocabulary: per-batch code point counts (map_batches) summed into one fixed-size vector
-  4. encode (map_batches, actor pool below the CPU count) -> `_work/samples/split=*/`
-  5. the driver streams shards into `train/ valid/ test/`, writes `rejected/*.jsonl`, manifest
+Dialog job: ONE Ray Data pass, then the driver (memory stays flat as the corpus grows):
+  1. read (a Datasource: one streaming read task per file/split) -> clean + encode (map_batches,
+     tasks: Arrow/NumPy kernels per batch) -> `_work/clean/*.parquet`: one row per sample, token ids
+     as code points (a character is one token whatever the vocabulary), plus one row per rejected
+     record with its reason; batch counts and sparse code point counts on row 0
+  2. duplicates: the 64-bit content keys of first samples, sorted once (see `find_duplicates`)
+  3. vocabulary: the per-batch code point counts summed in the driver (or the user's vocab.txt)
+  4. the driver streams shards into `train/ valid/ test/` (duplicates left out, code points -> ids
+     through one lookup table), writes `rejected/*.jsonl`, manifest
 Every stage catches per record and emits a reason column; `max_errored_blocks` is never used.
 """
 from __future__ import annotations
@@ -27,9 +29,10 @@ from pipelines import readers
 from pipelines.cleaning import clean_dialogue_lists, clean_dialogues, content_key
 from pipelines.config import DialogDataConfig
 from pipelines.dialogue import encode_piece_array, encode_pieces
+from pipelines.tokenizer import CLS_MARK, SEP_MARK, _WHITESPACE_CPS
 from pipelines.schema import DIALOG_SCHEMA, Manifest, RejectedRecord
-from pipelines.shards import (CLEAN_COUNTERS, assign_split, check_output_dir, finish_output, input_info, read_units,
-                              tokenizer_for)
+from pipelines.shards import (CLEAN_COUNTERS, assign_split, check_output_dir, input_info, read_units, tokenizer_for,
+                              write_rejected, write_sample_shards)
 
 TRUNC_COUNTERS = ("trunc_utterances", "trunc_context")
 
@@ -140,17 +143,7 @@ def _clean_batch_per_record(batch: pa.Table, max_chars: int, valid_fraction: flo
                         pa.array(records, pa.string()), counts, pieces)
 
 
-# ------------------------------------------------------------------ pass 3: vocabulary
-
-def count_batch(batch: pa.Table) -> pa.Table:
-    """Sparse code point counts of one batch of kept dialogues."""
-    from pipelines.tokenizer import codepoint_counts
-
-    pieces = batch.column("pieces").to_pylist()
-    counts = codepoint_counts("".join(u for d in pieces for p in d for u in p))
-    cps = np.flatnonzero(counts)
-    return pa.table({"cp": pa.array(cps, pa.int32()), "count": pa.array(counts[cps], pa.int64())})
-
+# ------------------------------------------------------------------ vocabulary
 
 def clean_vocab_counts(clean) -> Counter:
     """The vocabulary's counts, summed in the driver from the per-batch sparse counts that the clean
@@ -161,78 +154,83 @@ def clean_vocab_counts(clean) -> Counter:
     return Counter({chr(int(c)): int(total[c]) for c in np.flatnonzero(total)})
 
 
-def sum_counts(ds) -> Counter:
-    total = np.zeros(0x110000, dtype=np.int64)  # fixed size: memory does not grow with the corpus
-    for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        np.add.at(total, np.asarray(b.column("cp")), np.asarray(b.column("count")))
-    return Counter({chr(int(c)): int(total[c]) for c in np.flatnonzero(total)})
+# ------------------------------------------------------------------ encode (same Ray Data pass)
+
+class _CodepointIds:
+    """Token ids before the vocabulary exists: each token is its code point, [CLS]/[SEP] are the marks.
+    A character is one token whatever the vocabulary (whitespace none), so windows and masks are final
+    here; the driver maps code points to ids with one table lookup when it writes the shards."""
+
+    cls_id, sep_id = ord(CLS_MARK), ord(SEP_MARK)
+    _keep = None
+
+    def encode_marked(self, text: str) -> np.ndarray:
+        if _CodepointIds._keep is None:
+            keep = np.ones(0x110000, bool)
+            keep[_WHITESPACE_CPS] = False
+            _CodepointIds._keep = keep
+        cps = np.frombuffer(text.encode("utf-32-le"), np.uint32).astype(np.int32)
+        return cps[self._keep[cps]]
 
 
-# ------------------------------------------------------------------ pass 4: encode (actor pool)
+def encode_batch(clean: pa.Table, max_len: int) -> pa.Table:
+    """Cleaned rows -> one row per sample (code point ids) plus one row per rejected record; counts on row 0."""
+    tok, counts, errors = _CodepointIds(), Counter(), {}
+    ok = np.asarray(clean.column("reason").is_null())
+    kept = clean.filter(pa.array(ok))
+    try:
+        pieces = kept.column("pieces").combine_chunks()
+        owner = np.repeat(np.arange(len(pieces)), pc.list_value_length(pieces).to_numpy(zero_copy_only=False))
+        offsets = kept.column("offsets").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        out = encode_piece_array(pieces.flatten(), offsets, tok, max_len, counts)
+        sample_owner = owner[out["piece_index"]]
+    except Exception:  # find the dialogue(s) that break the batch path; reject only them
+        counts, parts, owners = Counter(), [], []
+        for i, (ps, os_) in enumerate(zip(kept.column("pieces").to_pylist(), kept.column("offsets").to_pylist())):
+            try:
+                parts.append(encode_pieces(ps, os_, tok, max_len, counts))
+                owners.append(np.full(len(parts[-1]["n_turns"]), i))
+            except Exception as e:
+                errors[i] = f"{type(e).__name__}: {e}"
+        out = _concat(parts)
+        sample_owner = np.concatenate(owners) if owners else np.zeros(0, np.int64)
+    n = len(sample_owner)
+    new_dialogue = np.ones(n, dtype=bool)  # one sample per dialogue is its first: dialogues_out, duplicates
+    if n:  # long pieces' windows come after the batch's short pieces: order by dialogue first
+        order = np.argsort(sample_owner, kind="stable")
+        new_dialogue[order[1:]] = sample_owner[order][1:] != sample_owner[order][:-1]
+    take = pa.array(sample_owner, pa.int64())
+    ids, seg, mask = _lists(out)
+    samples = {name: kept.column(name).take(take) for name in ("order", "source", "position", "split", "dialogue_id", "key")}
+    samples.update(input_ids=ids, segment_ids=seg, loss_mask=mask, n_turns=pa.array(out["n_turns"], pa.int16()),
+                   new_dialogue=pa.array(new_dialogue.astype(np.int8)),
+                   pieces=pc.if_else(pa.array(new_dialogue), kept.column("pieces").take(take), None))
+    samples = pa.table(samples)
+    rejected = clean.filter(pa.array(~ok))
+    if errors:
+        idx = pa.array(sorted(errors), pa.int64())
+        bad = kept.take(idx).drop_columns(["reason", "detail", "record"])
+        rejected = pa.concat_tables([rejected, bad.append_column("reason", pa.array(["error"] * len(idx))).append_column(
+            "detail", pa.array([errors[i] for i in sorted(errors)])).append_column(
+            "record", pa.array([json.dumps(p, ensure_ascii=False) for p in bad.column("pieces").to_pylist()]))],
+            promote_options="permissive")
+    rejected = rejected.select([c for c in rejected.column_names if c in _REJECTED_COLUMNS])
+    table = pa.concat_tables([samples, rejected], promote_options="permissive")
+    extra = {name: clean.column(name)[:1] for name in CLEAN_COUNTERS + ("vocab_cp", "vocab_count")}
+    extra.update({name: pa.array([counts.get(key, 0)], pa.int64()) for name, key in zip(TRUNC_COUNTERS, ("utterances", "context"))})
+    for name, first in extra.items():  # batch totals on row 0, nothing elsewhere
+        col = pa.concat_arrays([first.combine_chunks() if isinstance(first, pa.ChunkedArray) else first,
+                                pa.nulls(table.num_rows - 1, first.type)])
+        table = table.append_column(name, col)
+    return table
 
-class EncodeDialogues:
-    """Kept dialogues -> samples. An actor: the tokenizer's lookup table is built once per worker."""
 
-    def __init__(self, tokens: list[str], max_len: int, dup_keys: np.ndarray, dup_orders: np.ndarray):
-        from pipelines.tokenizer import CharTokenizer
+_REJECTED_COLUMNS = ("order", "source", "position", "split", "dialogue_id", "reason", "detail", "record")
 
-        self.tok, self.max_len = CharTokenizer(tokens), max_len
-        self.tok.marked_table  # build now, not in the first batch
-        self.dup_keys, self.dup_orders = dup_keys, dup_orders
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        batch = batch.filter(pa.array(~is_duplicate(batch, self.dup_keys, self.dup_orders)))
-        counts: Counter = Counter()
-        errors: dict[int, str] = {}
-        try:
-            pieces = batch.column("pieces").combine_chunks()
-            owner = np.repeat(np.arange(len(pieces)), pc.list_value_length(pieces).fill_null(0).to_numpy(zero_copy_only=False))
-            offsets = batch.column("offsets").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            out = encode_piece_array(pieces.flatten(), offsets, self.tok, self.max_len, counts)
-            sample_owner = owner[out["piece_index"]]
-        except Exception:  # find the dialogue(s) that break the batch path; reject only them
-            counts, parts, owners = Counter(), [], []
-            all_pieces, all_offsets = batch.column("pieces").to_pylist(), batch.column("offsets").to_pylist()
-            for i, (ps, os_) in enumerate(zip(all_pieces, all_offsets)):
-                try:
-                    parts.append(encode_pieces(ps, os_, self.tok, self.max_len, counts))
-                    owners.append(np.full(len(parts[-1]["n_turns"]), i))
-                except Exception as e:
-                    errors[i] = f"{type(e).__name__}: {e}"
-            out = _concat(parts)
-            sample_owner = np.concatenate(owners) if owners else np.zeros(0, np.int64)
-        return self._table(batch, out, sample_owner, counts, errors)
-
-    def _table(self, batch, out, sample_owner, counts, errors) -> pa.Table:
-        n = len(sample_owner)
-        take = pa.array(sample_owner, pa.int64())
-        new_dialogue = np.ones(n, dtype=np.int8)  # 1 on the first sample of each dialogue: dialogues_out
-        if n:
-            order = np.argsort(sample_owner, kind="stable")
-            first = np.ones(n, dtype=bool)
-            first[1:] = sample_owner[order][1:] != sample_owner[order][:-1]
-            new_dialogue[order] = first
-        ids, seg, mask = _lists(out)
-        table = {
-            "input_ids": ids, "segment_ids": seg, "loss_mask": mask,
-            "dialogue_id": batch.column("dialogue_id").take(take),
-            "n_turns": pa.array(out["n_turns"], pa.int16()),
-            "split": batch.column("split").take(take),
-            "error": pa.nulls(n, pa.string()),
-            "new_dialogue": pa.array(new_dialogue, pa.int8()),
-        }
-        for name, key in zip(TRUNC_COUNTERS, ("utterances", "context")):  # batch totals on row 0
-            table[name] = pa.array(([counts.get(key, 0)] + [0] * (n - 1)) if n else [], pa.int64())
-        result = pa.table(table)
-        if errors:  # one row per failed dialogue, in the `_error` partition
-            idx = sorted(errors)
-            err = {name: pa.nulls(len(idx), result.schema.field(name).type) for name in result.column_names}
-            err.update(dialogue_id=batch.column("dialogue_id").take(pa.array(idx, pa.int64())),
-                       split=pa.array(["_error"] * len(idx)), error=pa.array([errors[i] for i in idx], pa.string()),
-                       new_dialogue=pa.array([0] * len(idx), pa.int8()),
-                       **{name: pa.array([0] * len(idx), pa.int64()) for name in TRUNC_COUNTERS})
-            result = pa.concat_tables([result, pa.table(err, schema=result.schema)])
-        return result
+def clean_encode_batch(batch: pa.Table, max_chars: int, valid_fraction: float, test_fraction: float, max_len: int) -> pa.Table:
+    """The one Ray Data pass of the dialog job: raw records -> cleaned -> samples (and rejections)."""
+    return encode_batch(clean_batch(batch, max_chars, valid_fraction, test_fraction), max_len)
 
 
 def _concat(parts: list[dict]) -> dict:
@@ -263,14 +261,14 @@ def is_duplicate(batch: pa.Table, dup_keys: np.ndarray, dup_orders: np.ndarray) 
     return hit & (np.asarray(batch.column("order"), dtype=np.int64) != dup_orders[pos])
 
 
-def find_duplicates(clean) -> tuple[np.ndarray, np.ndarray]:
+def find_duplicates(clean, kept=None) -> tuple[np.ndarray, np.ndarray]:
     """(sorted keys that occur more than once, input order of their first copy).
 
     Only the two int64 columns of kept records reach the driver (16 bytes per kept dialogue: 190 MB for LCCC-large's
     12M), then one sort. Ray Data's hash-shuffle groupby on the same two columns took 43 s for 1,400
     rows on the 2-core dev box (200 shuffle partitions), so the sort runs here instead."""
     keys, orders = [], []
-    for b in clean.to_batches(columns=["key", "order"], filter=pc.field("reason").is_null()):
+    for b in clean.to_batches(columns=["key", "order"], filter=pc.field("reason").is_null() if kept is None else kept):
         keys.append(np.asarray(b.column("key"), dtype=np.int64))
         orders.append(np.asarray(b.column("order"), dtype=np.int64))
     if not keys:
@@ -292,8 +290,6 @@ def duplicates_batch(batch: pa.Table, dup_keys, dup_orders) -> pa.Table:
 
 def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = False, ray_cfg=None) -> Manifest:
     """Preprocess `cfg.inputs` (default: chatterbot's Chinese files) into `out_dir`; returns the manifest."""
-    import ray
-    from ray.data import ActorPoolStrategy
     from liaotian.cluster import connect
 
     connect(ray_cfg)
@@ -303,33 +299,40 @@ def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = Fal
     units = [(path, fmt, key) for path, f in inputs for fmt, key in readers.units(path, f)]
     work = out / "_work"
 
-    raw = read_units(units, cfg.batch_size)
-    raw.map_batches(clean_batch, fn_kwargs=dict(max_chars=cfg.max_utterance_chars, valid_fraction=cfg.valid_fraction,
-                                                test_fraction=cfg.test_fraction),
-                    batch_size=cfg.batch_size, batch_format="pyarrow").write_parquet(str(work / "clean"))
+    read_units(units, cfg.batch_size).map_batches(
+        clean_encode_batch, fn_kwargs=dict(max_chars=cfg.max_utterance_chars, valid_fraction=cfg.valid_fraction,
+                                           test_fraction=cfg.test_fraction, max_len=cfg.max_len),
+        batch_size=cfg.batch_size, batch_format="pyarrow").write_parquet(str(work / "clean"))
     clean = pads.dataset(str(work / "clean"), format="parquet")  # scanned column-wise, batch by batch
-    kept = ray.data.read_parquet(str(work / "clean")).filter(expr=ray.data.expressions.col("reason").is_null())
 
-    dup_keys, dup_orders = find_duplicates(clean)
+    dup_keys, dup_orders = find_duplicates(clean, pc.field("new_dialogue") == 1)
     tok, vocab_source = tokenizer_for(cfg.vocab, lambda: clean_vocab_counts(clean), cfg.min_count, cfg.max_vocab)
     tok.save(out)
 
-    kept.map_batches(EncodeDialogues, fn_constructor_kwargs=dict(tokens=tok.tokens, max_len=cfg.max_len, dup_keys=dup_keys, dup_orders=dup_orders),
-                     batch_size=cfg.batch_size, batch_format="pyarrow", num_cpus=1,
-                     compute=ActorPoolStrategy(min_size=1, max_size=cfg.num_actors),
-                     ).write_parquet(str(work / "samples"), partition_cols=["split"])
-
     manifest = Manifest(kind="dialog", inputs=[input_info(p, f) for p, f in inputs], vocab_size=tok.vocab_size,
                         vocab_source=vocab_source, max_len=cfg.max_len)
-    manifest.dialogues_in, manifest.cleaning = clean_totals(clean)
-    finish_output(out, manifest, DIALOG_SCHEMA, _rejected_rows(clean, dup_keys, dup_orders),
-                  cfg.rows_per_shard, {"utterances": "trunc_utterances", "context": "trunc_context"})
+    totals = column_totals(clean, CLEAN_COUNTERS + TRUNC_COUNTERS + ("new_dialogue",))
+    manifest.dialogues_in = totals.pop("new_dialogue") + clean.count_rows(filter=pc.field("reason").is_valid())
+    manifest.cleaning = {k: totals[k] for k in CLEAN_COUNTERS}
+    write_sample_shards(out, manifest, clean, DIALOG_SCHEMA, tok.marked_table, lambda t: ~is_duplicate(t, dup_keys, dup_orders),
+                        cfg.rows_per_shard)
+    manifest.truncated = {"utterances": totals["trunc_utterances"], "context": totals["trunc_context"]}
+    manifest.rejected = dict(write_rejected(out / "rejected", _rejected_rows(clean, dup_keys, dup_orders)))
     manifest.split_source = "corpus" if any(k is not None for _, _, k in units) else "hash"
     manifest.seconds = round(time.time() - t0, 3)
     manifest.check()
     manifest.save(out)
     shutil.rmtree(work, ignore_errors=True)
     return manifest
+
+
+def column_totals(clean, names) -> dict[str, int]:
+    """Sums of small count columns over the whole cleaned dataset (nulls count as 0)."""
+    totals = Counter()
+    for b in clean.to_batches(columns=list(names)):
+        for name in names:
+            totals[name] += pc.sum(b.column(name)).as_py() or 0
+    return {k: int(totals[k]) for k in names}
 
 
 def clean_totals(clean) -> tuple[int, dict[str, int]]:
@@ -349,8 +352,8 @@ def _rejected_rows(clean, dup_keys, dup_orders):
         for r in b.to_pylist():
             yield RejectedRecord(r["source"], r["position"], r["reason"], _loads(r["record"]), r["detail"], r["split"])
     if len(dup_keys):
-        for b in clean.to_batches(columns=["source", "position", "pieces", "dialogue_id", "split", "key", "order"],
-                                  filter=pc.field("reason").is_null() & pc.field("key").isin(pa.array(dup_keys, pa.int64()))):
+        first = (pc.field("new_dialogue") == 1) & pc.field("key").isin(pa.array(dup_keys, pa.int64()))
+        for b in clean.to_batches(columns=["source", "position", "pieces", "dialogue_id", "split", "key", "order"], filter=first):
             b = duplicates_batch(pa.Table.from_batches([b]), dup_keys, dup_orders)
             for r in b.select(["source", "position", "pieces", "dialogue_id", "split"]).to_pylist():
                 yield RejectedRecord(r["source"], r["position"], "duplicate", r["pieces"],

@@ -22,8 +22,7 @@ import pyarrow.dataset as pads
 
 from pipelines import readers
 from pipelines.cleaning import clean_texts, content_key
-from pipelines.prepare import (CLEAN_COUNTERS, _loads, clean_totals, count_batch, find_duplicates,
-                               is_duplicate, report, sum_counts)
+from pipelines.prepare import CLEAN_COUNTERS, _loads, clean_totals, find_duplicates, is_duplicate, report
 from pipelines.schema import SENTIMENT_SCHEMA, TEXT_SCHEMA, Manifest, RejectedRecord
 from pipelines.shards import assign_split, check_output_dir, finish_output, input_info, read_units, tokenizer_for
 
@@ -124,6 +123,25 @@ def clean_text_batch(batch: pa.Table, valid_fraction: float, test_fraction: floa
     for name in CLEAN_COUNTERS:
         cols[name] = pa.array([counts.get(name, 0)] + [0] * (n - 1), pa.int64())
     return pa.table(cols)
+
+
+def count_batch(batch: pa.Table) -> pa.Table:
+    """Sparse code point counts of one batch of kept dialogues."""
+    from pipelines.tokenizer import codepoint_counts
+
+    pieces = batch.column("pieces").to_pylist()
+    counts = codepoint_counts("".join(u for d in pieces for p in d for u in p))
+    cps = np.flatnonzero(counts)
+    return pa.table({"cp": pa.array(cps, pa.int32()), "count": pa.array(counts[cps], pa.int64())})
+
+
+
+def sum_counts(ds) -> Counter:
+    total = np.zeros(0x110000, dtype=np.int64)  # fixed size: memory does not grow with the corpus
+    for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        np.add.at(total, np.asarray(b.column("cp")), np.asarray(b.column("count")))
+    return Counter({chr(int(c)): int(total[c]) for c in np.flatnonzero(total)})
+
 
 
 class EncodeTexts:

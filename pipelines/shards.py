@@ -199,3 +199,43 @@ def _error_rows(directory: Path):
     for f in sorted(directory.rglob("*.parquet")) if directory.exists() else []:
         for r in pq.read_table(f, columns=["dialogue_id", "error"]).to_pylist():
             yield RejectedRecord(str(f), 0, "error", r["dialogue_id"], r["error"])
+
+
+def write_sample_shards(out: Path, manifest: Manifest, clean, schema: pa.Schema, lookup, keep: Callable[[pa.Table], object],
+                        rows_per_shard: int) -> None:
+    """Shards per split, streamed from the single pass's output (`clean`, a pyarrow dataset of sample
+    rows in code points): rows where `keep(table)` is False (duplicates) are left out, code points
+    become ids through `lookup` (one NumPy take), columns are cast to the contract `schema`."""
+    dialogues_out = 0
+    for split in SPLITS:
+        batches = clean.to_batches(columns=list(schema.names) + ["key", "order", "new_dialogue"],
+                                   filter=(pc.field("split") == split) & pc.field("reason").is_null())
+        rows, shards, writer, in_shard, n_dialogues = 0, [], None, 0, 0
+        for b in batches:
+            t = pa.Table.from_batches([b])
+            t = t.filter(pa.array(keep(t)))
+            if not t.num_rows:
+                continue
+            n_dialogues += pc.sum(t.column("new_dialogue")).as_py() or 0
+            ids = t.column("input_ids").combine_chunks()
+            mapped = lookup[ids.flatten().to_numpy(zero_copy_only=False)]
+            t = t.set_column(t.schema.get_field_index("input_ids"), "input_ids",
+                             pa.ListArray.from_arrays(pc.subtract(ids.offsets, ids.offsets[0]), pa.array(mapped, pa.int32())))
+            t = t.select(schema.names).cast(schema)
+            if writer is None or in_shard >= rows_per_shard:
+                if writer is not None:
+                    writer.close()
+                (out / split).mkdir(parents=True, exist_ok=True)
+                shards.append(f"{split}/part-{len(shards):05d}.parquet")
+                writer, in_shard = pq.ParquetWriter(out / shards[-1], schema), 0
+            writer.write_table(t)
+            rows += t.num_rows
+            in_shard += t.num_rows
+        if writer is not None:
+            writer.close()
+        (out / split).mkdir(parents=True, exist_ok=True)
+        manifest.splits[split], manifest.shards[split], manifest.split_dialogues[split] = rows, shards, n_dialogues
+        dialogues_out += n_dialogues
+    manifest.dialogues_out = dialogues_out
+    manifest.samples_out = sum(manifest.splits.values())
+    manifest.tool_version = liaotian.__version__
