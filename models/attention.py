@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 
 class KVCache:
-    """One layer's keys and values, preallocated and grown geometrically (amortised O(1) append).
+    """One layer's keys and values, preallocated for `capacity` slots (DialogLM passes its max_len,
+    so decoding never reallocates) and grown geometrically beyond that (amortised O(1) append).
 
     Rows are aligned: every row holds `length` slots; left padding is masked by the caller.
     """

@@ -185,7 +185,10 @@ class DialogLM(PretrainedMixin, nn.Module):
     # --- decoding ----------------------------------------------------------------------------------
     def init_state(self, batch_size: int, device=None) -> DecodeState:
         device = device or self.token_embedding.weight.device
-        make = KVCache if self.config.attention == "softmax" else LinearState
+        if self.config.attention == "softmax":  # preallocated for max_len: no regrowth while decoding
+            make = lambda: KVCache(capacity=self.config.max_len)  # noqa: E731
+        else:
+            make = LinearState
         return DecodeState([make() for _ in self.blocks], batch_size, device)
 
     @torch.inference_mode()
@@ -201,7 +204,9 @@ class DialogLM(PretrainedMixin, nn.Module):
         tm = None if token_mask is None else token_mask.to(input_ids.device).bool()
         if tm is not None and bool(tm.all()):
             tm = None
-        if tm is None:
+        if tm is None and T == 1:  # the per-token decoding call: no index tensors to build
+            positions = state.positions[:, None]
+        elif tm is None:
             positions = state.positions[:, None] + torch.arange(T, device=input_ids.device)
         else:
             positions = state.positions[:, None] + (tm.long().cumsum(1) - 1).clamp(min=0)

@@ -170,3 +170,19 @@ def test_position_beyond_max_len_is_an_error():
     m.step(ids, torch.zeros_like(ids), state)
     with pytest.raises(ValueError, match="max_len"):
         m.step(ids[:, :1], torch.zeros(1, 1, dtype=torch.long), state)
+
+
+def test_kv_cache_is_preallocated_for_max_len_and_single_token_steps_match_full_forward():
+    m = make("softmax")
+    ids, seg = sample(B=2, T=48)
+    full = m(ids, seg).logits.log_softmax(-1)
+    state = m.init_state(2)
+    scores, state = m.step(ids[:, :10], seg[:, :10], state)
+    first = [layer.k.data_ptr() for layer in state.layers]
+    assert all(layer.k.shape[2] == m.config.max_len for layer in state.layers)
+    parts = [scores.log_softmax(-1)]
+    for t in range(10, 48):  # one token at a time up to max_len: no reallocation on the way
+        scores, state = m.step(ids[:, t : t + 1], seg[:, t : t + 1], state)
+        parts.append(scores.log_softmax(-1))
+    assert [layer.k.data_ptr() for layer in state.layers] == first
+    torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
