@@ -206,36 +206,49 @@ def write_sample_shards(out: Path, manifest: Manifest, clean, schema: pa.Schema,
     """Shards per split, streamed from the single pass's output (`clean`, a pyarrow dataset of sample
     rows in code points): rows where `keep(table)` is False (duplicates) are left out, code points
     become ids through `lookup` (one NumPy take), columns are cast to the contract `schema`."""
-    dialogues_out = 0
-    for split in SPLITS:
-        batches = clean.to_batches(columns=list(schema.names) + ["key", "order", "new_dialogue"],
-                                   filter=(pc.field("split") == split) & pc.field("reason").is_null())
-        rows, shards, writer, in_shard, n_dialogues = 0, [], None, 0, 0
-        for b in batches:
-            t = pa.Table.from_batches([b])
-            t = t.filter(pa.array(keep(t)))
-            if not t.num_rows:
-                continue
-            n_dialogues += pc.sum(t.column("new_dialogue")).as_py() or 0
-            ids = t.column("input_ids").combine_chunks()
-            mapped = lookup[ids.flatten().to_numpy(zero_copy_only=False)]
-            t = t.set_column(t.schema.get_field_index("input_ids"), "input_ids",
-                             pa.ListArray.from_arrays(pc.subtract(ids.offsets, ids.offsets[0]), pa.array(mapped, pa.int32())))
-            t = t.select(schema.names).cast(schema)
-            if writer is None or in_shard >= rows_per_shard:
-                if writer is not None:
-                    writer.close()
-                (out / split).mkdir(parents=True, exist_ok=True)
-                shards.append(f"{split}/part-{len(shards):05d}.parquet")
-                writer, in_shard = pq.ParquetWriter(out / shards[-1], schema), 0
-            writer.write_table(t)
-            rows += t.num_rows
-            in_shard += t.num_rows
-        if writer is not None:
-            writer.close()
-        (out / split).mkdir(parents=True, exist_ok=True)
-        manifest.splits[split], manifest.shards[split], manifest.split_dialogues[split] = rows, shards, n_dialogues
-        dialogues_out += n_dialogues
-    manifest.dialogues_out = dialogues_out
+    writers = {split: _ShardWriter(out, split, schema, rows_per_shard) for split in SPLITS}
+    for b in clean.to_batches(columns=list(schema.names) + ["split", "key", "order", "new_dialogue"],
+                              filter=pc.field("reason").is_null()):  # one scan; rows go to their split's writer
+        t = pa.Table.from_batches([b])
+        t = t.filter(pa.array(keep(t)))
+        if not t.num_rows:
+            continue
+        ids = t.column("input_ids").combine_chunks()
+        mapped = lookup[ids.flatten().to_numpy(zero_copy_only=False)]
+        t = t.set_column(t.schema.get_field_index("input_ids"), "input_ids",
+                         pa.ListArray.from_arrays(pc.subtract(ids.offsets, ids.offsets[0]), pa.array(mapped, pa.int32())))
+        for split, w in writers.items():
+            part = t.filter(pc.equal(t.column("split"), split))
+            if part.num_rows:
+                w.write(part)
+    for split, w in writers.items():
+        manifest.splits[split], manifest.shards[split], manifest.split_dialogues[split] = w.close()
+    manifest.dialogues_out = sum(manifest.split_dialogues.values())
     manifest.samples_out = sum(manifest.splits.values())
     manifest.tool_version = liaotian.__version__
+
+
+class _ShardWriter:
+    """`<split>/part-NNNNN.parquet` files of about `rows_per_shard` rows each, opened as rows arrive."""
+
+    def __init__(self, out: Path, split: str, schema: pa.Schema, rows_per_shard: int):
+        self.out, self.split, self.schema, self.rows_per_shard = out, split, schema, rows_per_shard
+        self.rows, self.shards, self.writer, self.in_shard, self.dialogues = 0, [], None, 0, 0
+        (out / split).mkdir(parents=True, exist_ok=True)
+
+    def write(self, t: pa.Table) -> None:
+        self.dialogues += pc.sum(t.column("new_dialogue")).as_py() or 0
+        t = t.select(self.schema.names).cast(self.schema)
+        if self.writer is None or self.in_shard >= self.rows_per_shard:
+            if self.writer is not None:
+                self.writer.close()
+            self.shards.append(f"{self.split}/part-{len(self.shards):05d}.parquet")
+            self.writer, self.in_shard = pq.ParquetWriter(self.out / self.shards[-1], self.schema), 0
+        self.writer.write_table(t)
+        self.rows += t.num_rows
+        self.in_shard += t.num_rows
+
+    def close(self) -> tuple[int, list[str], int]:
+        if self.writer is not None:
+            self.writer.close()
+        return self.rows, self.shards, self.dialogues
