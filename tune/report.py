@@ -67,11 +67,12 @@ def summary_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return s.sort_values("balanced_accuracy_mean", ascending=False, na_position="last").reset_index(drop=True)
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
+def _fmt(x: Any, digits: int = 3, sci: bool = False) -> str:
+    """Metrics with fixed decimals; `sci` (learning rates, strengths) in 1e-03 style when small."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     if isinstance(x, float):
-        if x != 0 and (abs(x) < 1e-2 or abs(x) >= 1e4):
+        if sci and x != 0 and (abs(x) < 1e-2 or abs(x) >= 1e4):
             return f"{x:.0e}"
         return f"{x:.{digits}f}"
     return str(x)
@@ -84,8 +85,9 @@ def _pm(mean: float, std: float) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    """A GitHub Markdown table; cells formatted with `_fmt` (pipes escaped)."""
-    cells = [[_fmt(c).replace("|", "\\|") for c in r] for r in rows]
+    """A GitHub Markdown table; cells formatted with `_fmt` (pipes escaped); an "lr" column in 1e-03 style."""
+    sci = [h == "lr" for h in header]
+    cells = [[_fmt(c, sci=k).replace("|", "\\|") for c, k in zip(r, sci)] for r in rows]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in cells]
     return "\n".join(lines)
@@ -148,7 +150,7 @@ def plot(records: list[dict[str, Any]], path: str | Path, best_k: int = 4) -> Pa
                if h.get("step") is not None and h.get("val_balanced_accuracy") is not None]
         if pts:
             xs, ys = zip(*sorted(pts))
-            ax2.plot(xs, ys, marker="o", ms=3, label=f"{r['loss']} + {r['regularizer']} lr={_fmt(r['lr'])} s{r['seed']}")
+            ax2.plot(xs, ys, marker="o", ms=3, label=f"{r['loss']} + {r['regularizer']} lr={_fmt(r['lr'], sci=True)} s{r['seed']}")
     ax2.set_xlabel("step")
     ax2.set_ylabel("validation balanced accuracy")
     ax2.set_title(f"learning curves, best {len(ranked)} trials")
