@@ -170,10 +170,19 @@ class TrainJobConfig:
 
 
 @dataclass
+class ClassifierJobConfig(TrainJobConfig):
+    """A classifier keeps its best checkpoint by balanced accuracy (the imbalanced task's metric),
+    whether or not the YAML has a `train.classifier` section."""
+
+    checkpoint_metric: str = "val_balanced_accuracy"
+    checkpoint_mode: str = "max"
+
+
+@dataclass
 class TrainSection:
     dialog: TrainJobConfig = field(default_factory=TrainJobConfig)
     mlm: TrainJobConfig = field(default_factory=TrainJobConfig)
-    classifier: TrainJobConfig = field(default_factory=lambda: TrainJobConfig(checkpoint_metric="val_balanced_accuracy", checkpoint_mode="max"))
+    classifier: ClassifierJobConfig = field(default_factory=ClassifierJobConfig)
 
 
 # ------------------------------------------------------------------ eval

@@ -221,6 +221,17 @@ class PreparedAttribution:
     method: str
 
 
+def _prediction_rule(extra: dict):
+    """The trained loss's prediction-time rule (posthoc_la subtracts tau * log prior), identity otherwise."""
+    from models.losses import build_loss
+
+    loss = (extra.get("train") or {}).get("loss") or {}
+    if loss.get("name") != "posthoc_la" or not extra.get("class_counts"):
+        return lambda logits: logits
+    rule = build_loss("posthoc_la", class_counts=extra["class_counts"], tau=float(loss.get("tau", 1.0)))
+    return rule.predict_logits
+
+
 class Explainer:
     def __init__(self, classifier_dir=None, chat_dir=None, default_steps: int = 32, device: str = "cpu"):
         if classifier_dir is None and chat_dir is None:
@@ -228,10 +239,13 @@ class Explainer:
         self.default_steps = default_steps
         self.classifier = self.cls_tok = self.chat = self.chat_tok = None
         self.label_names: list[str] | None = None
+        self.predict_logits = lambda logits: logits
         if classifier_dir is not None:
             self.classifier, self.cls_tok = _load(classifier_dir, device)
-            names = _read_extra(classifier_dir).get("label_names")
+            extra = _read_extra(classifier_dir)
+            names = extra.get("label_names")
             self.label_names = [str(x) for x in names] if isinstance(names, list) else None
+            self.predict_logits = _prediction_rule(extra)
         if chat_dir is not None:
             self.chat, self.chat_tok = _load(chat_dir, device)
 
@@ -283,7 +297,8 @@ class Explainer:
             model, tok = self.classifier, self.cls_tok
             x = torch.tensor([p.input_ids])
             with torch.no_grad():
-                probs = torch.softmax(model(x).logits.float(), dim=-1)[0]
+                # post-hoc logit adjustment (a constant shift per class) changes the decision, not F's gradient
+                probs = torch.softmax(self.predict_logits(model(x).logits.float()), dim=-1)[0]
             target = int(probs.argmax()) if p.target is None else p.target
             a = integrated_gradients(model, x, target, baseline=p.baseline, steps=p.steps, method=p.method,
                                      pad_id=tok.pad_id)

@@ -38,3 +38,11 @@ def test_override_syntax_errors():
         parse_override("novalue")
     with pytest.raises(ConfigError):
         apply_overrides({"a": 1}, ["a.b=2"])
+
+
+def test_classifier_keeps_best_by_balanced_accuracy_even_with_its_own_section(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  classifier:\n    max_steps: 10\n")
+    cfg = load_run_config(p)
+    assert (cfg.train.classifier.checkpoint_metric, cfg.train.classifier.checkpoint_mode) == ("val_balanced_accuracy", "max")
+    assert cfg.train.dialog.checkpoint_metric == "val_loss"

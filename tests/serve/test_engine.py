@@ -111,3 +111,18 @@ def test_explain_cli(tiny_models, tmp_path, capsys):
     assert main(["explain", str(tiny_models["dialog"]), "--context", "你好", "--reply", "好的", "--json"]) == 0
     assert '"kind": "chat"' in capsys.readouterr().out
     assert main(["explain", str(tiny_models["dialog"]), "--text", "x"]) == 2
+
+
+def test_posthoc_logit_adjustment_applies_at_prediction_time_only_for_that_loss():
+    import math
+
+    import torch
+
+    from serve.engine import _prediction_rule
+
+    logits = torch.zeros(1, 2)
+    adjusted = _prediction_rule({"train": {"loss": {"name": "posthoc_la", "tau": 1.0}}, "class_counts": [1, 9]})(logits)
+    assert torch.allclose(adjusted, torch.tensor([[-math.log(0.1), -math.log(0.9)]]), atol=1e-5)
+    assert adjusted.argmax().item() == 0  # the minority class wins a tie of raw logits
+    same = _prediction_rule({"train": {"loss": {"name": "weighted_ce"}}, "class_counts": [1, 9]})(logits)
+    assert torch.equal(same, logits)
