@@ -21,12 +21,18 @@ is the true trapezoid rule (α = k/(n−1), w = 1/(n−1), halved at the ends; c
 1 − 1/n instead); `clenshaw_curtis` (nodes ½(1 − cos(jπ/m)), m = n − 1, Waldvogel's weight formula).
 `steps="auto"` (every evaluation is reused; stops once delta ≤ tolerance·|F(x) − F(x')| or at
 `max_steps` nodes):
-- `adaptive_trapezoid` (default): `min_steps` uniform nodes, then locally refined. The forward at each
-  node also yields F(α_k), so each interval's trapezoid error is known exactly:
+- `adaptive_trapezoid` (default): `min_steps` (default 5) uniform nodes, then locally refined. The
+  forward at each node also yields F(α_k), so each interval's trapezoid error is known exactly:
   e_i = F(α_{i+1}) − F(α_i) − (α_{i+1} − α_i)(g_i + g_{i+1})/2 with g = ∇F·(x − x'), and delta = |Σ e_i|.
-  Each round bisects, as one batch, every interval with |e_i| ≥ max|e|/4 (sharp stretches of the
-  path get the nodes). The attribution is the composite trapezoid over the final nodes — positive
-  weights that do not depend on F; F only decides where to look.
+  Each round bisects, as one batch, every interval with |e_i| ≥ `refine`·max|e| (default 1: only the
+  worst interval, one new node per round). On trained classifiers the integrand along the path is
+  smooth almost everywhere with a few sharp stretches, and one evaluation costs about the same per
+  node whether batched or not on a CPU, so spending each node where the exact error is largest needs
+  about half the nodes of refining everything within 4× of the worst (measured on the benchmark's
+  100 reviews). The attribution is the composite trapezoid over the final nodes — positive weights
+  that depend only on the node positions, never on the attribution values. F only decides where to
+  look; nothing rescales the attributions to force completeness (that would make delta meaningless),
+  so delta stays the true quadrature error of the weights actually used.
 - `clenshaw_curtis` / `riemann_trapezoid`: nested global rules, m = `min_steps` − 1 doubling each round.
 All nodes of a round are evaluated as one batch, split into chunks of `internal_batch_size`.
 """
@@ -193,13 +199,15 @@ def _fixed(path: _Path, method: str, steps: int, need_grads: bool):
     return token_scores, attributions, ends[0], ends[1], list(map(float, alphas))
 
 
-def _adaptive(path: _Path, method: str, min_steps: int, max_steps: int, tolerance: float, need_grads: bool):
+def _adaptive(path: _Path, method: str, min_steps: int, max_steps: int, tolerance: float, need_grads: bool, refine: float = 1.0):
     if method not in AUTO_METHODS:
         raise ValueError(f"steps='auto' needs a nested rule {AUTO_METHODS}, got {method!r}")
     if min_steps < 3 or max_steps < min_steps:
         raise ValueError(f"need 3 <= min_steps <= max_steps, got {min_steps}, {max_steps}")
     if method == "adaptive_trapezoid":
-        return _adaptive_local(path, min_steps, max_steps, tolerance, need_grads)
+        if not 0 < refine <= 1:
+            raise ValueError(f"refine must be in (0, 1], got {refine}")
+        return _adaptive_local(path, min_steps, max_steps, tolerance, need_grads, refine)
     store: dict[Fraction, tuple] = {}  # node -> (F, scores (T,), grad (T,D) | None)
     m = min_steps - 1
     while True:
@@ -219,32 +227,33 @@ def _adaptive(path: _Path, method: str, min_steps: int, max_steps: int, toleranc
         m *= 2
 
 
-def _adaptive_local(path: _Path, min_steps: int, max_steps: int, tolerance: float, need_grads: bool):
-    store: dict[Fraction, tuple] = {}
+def _adaptive_local(path: _Path, min_steps: int, max_steps: int, tolerance: float, need_grads: bool, refine: float):
+    store: dict[Fraction, tuple] = {}  # node -> (F, dF/dα = Σ scores, scores (T,), grad (T,D) | None)
     new = [Fraction(k, min_steps - 1) for k in range(min_steps)]
     while True:
         f, scores, grads = path.evaluate(np.array([float(k) for k in new]), need_grads)
+        g_new = scores.sum(1).tolist()
         for j, k in enumerate(new):
-            store[k] = (float(f[j]), scores[j], None if grads is None else grads[j])
+            store[k] = (float(f[j]), g_new[j], scores[j], None if grads is None else grads[j])
         keys = sorted(store)
         alphas = np.array([float(k) for k in keys])
         fs = np.array([store[k][0] for k in keys])
-        g = np.array([float(store[k][1].sum()) for k in keys])
+        g = np.array([store[k][1] for k in keys])
         h = np.diff(alphas)
         err = np.diff(fs) - h * (g[:-1] + g[1:]) / 2  # exact local trapezoid errors
         gap = fs[-1] - fs[0]
         room = max_steps - len(keys)
         if abs(err.sum()) <= tolerance * abs(gap) or room <= 0:
             break
-        worst = np.argsort(-np.abs(err))
-        chosen = [i for i in worst if abs(err[i]) >= abs(err[worst[0]]) / 4][:room]
+        worst = np.argsort(-np.abs(err), kind="stable")
+        chosen = [i for i in worst if abs(err[i]) >= refine * abs(err[worst[0]])][:room]
         new = [(keys[i] + keys[i + 1]) / 2 for i in chosen]
     weights = np.zeros(len(keys))
     weights[:-1] += h / 2
     weights[1:] += h / 2
     token_scores, attributions = _combine(
-        path, weights, torch.stack([store[k][1] for k in keys]),
-        torch.stack([store[k][2] for k in keys]) if need_grads else None,
+        path, weights, torch.stack([store[k][2] for k in keys]),
+        torch.stack([store[k][3] for k in keys]) if need_grads else None,
     )
     return token_scores, attributions, float(fs[0]), float(fs[-1]), list(map(float, alphas))
 
@@ -273,7 +282,8 @@ def integrated_gradients(
     internal_batch_size: int | None = None,
     tolerance: float = 0.01,
     max_steps: int = 257,
-    min_steps: int = 9,
+    min_steps: int | None = None,
+    refine: float = 1.0,
     output: str = "logit",
     attribute_reply: bool = False,
     return_attributions: bool = False,
@@ -327,7 +337,9 @@ def integrated_gradients(
     try:
         if steps == "auto":
             method = method or "adaptive_trapezoid"
-            result = _adaptive(path, method, min_steps, max_steps, tolerance, return_attributions)
+            if min_steps is None:
+                min_steps = 5 if method == "adaptive_trapezoid" else 9
+            result = _adaptive(path, method, min_steps, max_steps, tolerance, return_attributions, refine)
         elif isinstance(steps, int) and not isinstance(steps, bool):
             method = method or "gausslegendre"
             result = _fixed(path, method, steps, return_attributions)
