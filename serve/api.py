@@ -172,9 +172,12 @@ class AttributionRequest(Strict):
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
     reply: str | None = None
     target: Annotated[int, Field(ge=0, le=1000)] | None = None  # class to explain; default: the predicted one
-    steps: Annotated[int, Field(ge=2, le=MAX_IG_STEPS)] | None = None  # default: the explainer's
+    # "auto": add quadrature nodes until the completeness delta is below 1 % of |F(x) - F(baseline)|
+    steps: Annotated[int, Field(ge=2, le=MAX_IG_STEPS)] | Literal["auto"] | None = None  # default: the explainer's
     baseline: Literal["pad", "zeros"] = "pad"
-    method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"] = "gausslegendre"
+    # default: gausslegendre for a fixed number of steps, adaptive_trapezoid for "auto"
+    method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle",
+                    "adaptive_trapezoid", "clenshaw_curtis"] | None = None
 
     @field_validator("text", "reply")
     @classmethod

@@ -61,7 +61,7 @@ class ServeConfig:
     max_messages: int = 64
     max_new_tokens: int = 128  # the cap and default of max_tokens
     max_n: int = 8
-    ig_steps: int = 32  # Integrated Gradients steps when a request names none
+    ig_steps: int | str = "auto"  # IG steps when a request names none; "auto" = adaptive to a 1 % completeness delta
     chat_model: str | None = None  # default: this run's models/dialog
     rerank_model: str | None = None  # default: this run's models/mlm (reranking off when absent)
     classifier_model: str | None = None  # default: this run's models/sentiment, else models/classifier
@@ -73,8 +73,8 @@ class ServeConfig:
             raise ConfigError("serve.port must be in 1..65535")
         _positive("serve", request_timeout_s=self.request_timeout_s, max_body_bytes=self.max_body_bytes,
                   max_text_chars=self.max_text_chars, max_messages=self.max_messages,
-                  max_new_tokens=self.max_new_tokens, max_n=self.max_n, ig_steps=self.ig_steps)
-        if not 2 <= self.ig_steps <= 256:
-            raise ConfigError("serve.ig_steps must be in 2..256")
+                  max_new_tokens=self.max_new_tokens, max_n=self.max_n)
+        if self.ig_steps != "auto" and not (isinstance(self.ig_steps, int) and 2 <= self.ig_steps <= 256):
+            raise ConfigError("serve.ig_steps must be 'auto' or an integer in 2..256")
         if not self.model_name or len(self.model_name) > 128:
             raise ConfigError("serve.model_name must be 1..128 characters")

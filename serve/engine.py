@@ -216,7 +216,7 @@ class PreparedAttribution:
     segment_ids: list[int] | None
     reply_ids: list[int] | None
     target: int | None
-    steps: int
+    steps: int | str  # an integer, or "auto"
     baseline: str
     method: str
 
@@ -233,7 +233,7 @@ def _prediction_rule(extra: dict):
 
 
 class Explainer:
-    def __init__(self, classifier_dir=None, chat_dir=None, default_steps: int = 32, device: str = "cpu"):
+    def __init__(self, classifier_dir=None, chat_dir=None, default_steps: int | str = "auto", device: str = "cpu"):
         if classifier_dir is None and chat_dir is None:
             raise ValueError("Explainer needs a classifier or a dialogue model directory")
         self.default_steps = default_steps

@@ -102,6 +102,10 @@ def render_terminal(result: dict) -> str:
 # CLI
 # ---------------------------------------------------------------------------------------------
 
+def _steps(text: str):
+    return text if text == "auto" else int(text)
+
+
 def add_cli(parser) -> None:
     from liaotian.cli import add_common_arguments
 
@@ -112,10 +116,12 @@ def add_cli(parser) -> None:
                         help="a dialogue turn before the reply (repeatable, oldest first; dialogue models)")
     parser.add_argument("--reply", help="the reply whose log-probability is explained (dialogue models)")
     parser.add_argument("--target", type=int, help="the class to explain (default: the predicted one)")
-    parser.add_argument("--steps", type=int, help="integration steps (default: the explainer's)")
+    parser.add_argument("--steps", type=_steps, help="integration steps, or 'auto' (default: serve.ig_steps, "
+                        "'auto' = add nodes until the completeness delta is below 1 %% of |F(x) - F(baseline)|)")
     parser.add_argument("--baseline", choices=["pad", "zeros"], default="pad")
-    parser.add_argument("--method", default="gausslegendre",
-                        choices=["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"])
+    parser.add_argument("--method", default=None, help="default: gausslegendre for fixed steps, adaptive_trapezoid for auto",
+                        choices=["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle",
+                                 "adaptive_trapezoid", "clenshaw_curtis"])
     parser.add_argument("--html", metavar="FILE", help="also write the heat map as a standalone HTML page")
     parser.add_argument("--json", action="store_true", help="print the attribution as JSON instead of colours")
     add_common_arguments(parser)
@@ -149,7 +155,8 @@ def cli_main(args) -> int:
     try:
         req = AttributionRequest.model_validate({k: v for k, v in body.items() if v is not None},
                                                 context={"cfg": cfg.serve})
-        explainer = Explainer(classifier_dir=None if is_chat else model_dir, chat_dir=model_dir if is_chat else None)
+        explainer = Explainer(classifier_dir=None if is_chat else model_dir, chat_dir=model_dir if is_chat else None,
+                              default_steps=cfg.serve.ig_steps)
         result = explainer.explain([explainer.prepare(req)])[0]
     except (ValueError, RequestError) as e:
         print(f"liaotian explain: {e}", file=sys.stderr)

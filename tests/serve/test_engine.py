@@ -126,3 +126,15 @@ def test_posthoc_logit_adjustment_applies_at_prediction_time_only_for_that_loss(
     assert adjusted.argmax().item() == 0  # the minority class wins a tie of raw logits
     same = _prediction_rule({"train": {"loss": {"name": "weighted_ce"}}, "class_counts": [1, 9]})(logits)
     assert torch.equal(same, logits)
+
+
+def test_default_explanation_is_adaptive_and_meets_the_completeness_tolerance(tiny_models):
+    from serve.api import AttributionRequest
+
+    ex = Explainer(tiny_models["classifier"])  # default_steps="auto"
+    req = AttributionRequest.model_validate({"text": "今天天气不错"})
+    out = ex.explain([ex.prepare(req)])[0]
+    assert out["method"] == "adaptive_trapezoid"
+    gap = abs(out["f_x"] - out["f_baseline"])
+    assert out["delta"] <= 0.01 * gap + 1e-6 or out["steps"] >= 257
+    assert abs(sum(out["scores"]) - (out["f_x"] - out["f_baseline"])) == pytest.approx(out["delta"], abs=1e-5)
