@@ -194,3 +194,31 @@ def test_errors(classifier, lm):
         integrated_gradients(classifier, torch.zeros(2, 5, dtype=torch.long), 0)
     assert math.isfinite(integrated_gradients(classifier, ids, np.int64(0), steps=2, method="riemann_trapezoid").delta)
     assert np.isclose(quadrature("riemann_trapezoid", 2)[2].sum(), 1.0)
+
+
+def test_refining_only_the_worst_interval_meets_tolerance_and_weights_are_the_trapezoid_on_its_nodes():
+    rough = make_classifier(noise=0.6)
+    ids = sentence(seed=3)
+    worst = integrated_gradients(rough, ids, 0, steps="auto", tolerance=1e-3, refine=1.0, baseline="zeros",
+                                 return_attributions=True)
+    broad = integrated_gradients(rough, ids, 0, steps="auto", tolerance=1e-3, refine=0.25, baseline="zeros")
+    for r in (worst, broad):
+        assert r.delta <= 1e-3 * abs(r.f_x - r.f_baseline)
+    assert worst.steps <= broad.steps
+    # the weights depend only on where the nodes are: a trapezoid over them, evaluated independently
+    alphas = torch.tensor(worst.node_alphas, dtype=torch.float64)
+    w = torch.zeros_like(alphas)
+    w[1:] += (alphas[1:] - alphas[:-1]) / 2
+    w[:-1] += (alphas[1:] - alphas[:-1]) / 2
+    row = ids.unsqueeze(0)
+    x = rough.token_embedding(row)[0].detach()
+    base = torch.zeros_like(x)
+    grads = []
+    for a in alphas.tolist():
+        point = (base + a * (x - base)).unsqueeze(0).requires_grad_(True)
+        out = rough(row, token_embeds=point).logits[0, 0]
+        grads.append(torch.autograd.grad(out, point)[0][0].double())
+    expected = sum(wi * g for wi, g in zip(w, grads)) * (x - base).double()
+    assert torch.allclose(worst.attributions.double(), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="refine"):
+        integrated_gradients(rough, ids, 0, steps="auto", refine=0.0)
