@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from models.attention import SoftmaxAttention, encoder_mask
-from models.layers import Block, Embeddings, MLMHead, ModelOutput, PretrainedMixin, init_weights, scored_cross_entropy, validate_common
+from models.layers import Block, Embeddings, MLMHead, ModelOutput, PretrainedMixin, init_weights, scored_cross_entropy, token_prediction_output, validate_common
 
 
 @dataclass
@@ -91,14 +91,7 @@ class FastMLM(PretrainedMixin, nn.Module):
     def forward(self, input_ids, attention_mask=None, labels=None, token_embeds=None) -> ModelOutput:
         """T-TA's target is the input itself: pass `labels=input_ids` (−100 = ignore; pads are ignored)."""
         h = self.encode(input_ids, attention_mask, token_embeds)
-        W = self.token_embedding.weight
-        if labels is None:
-            return ModelOutput(logits=self.head(h, W), hidden_states=h)
-        scored = labels != -100
-        if attention_mask is not None:
-            scored = scored & attention_mask.bool()
-        loss, logits, targets, nll = scored_cross_entropy(h, scored, labels.clamp(min=0), lambda hs, _: self.head(hs, W))
-        return ModelOutput(loss=loss, logits=logits, targets=targets, token_nll=nll, hidden_states=h)
+        return token_prediction_output(h, self.head, self.token_embedding.weight, labels, attention_mask)
 
     @torch.no_grad()
     def pseudo_log_likelihood(self, input_ids, attention_mask=None) -> torch.Tensor:

@@ -168,3 +168,15 @@ def scored_cross_entropy(hidden, scored, targets_full, project):
     token_nll = torch.zeros(scored.numel(), dtype=nll.dtype, device=nll.device).index_copy(0, idx, nll)
     loss = nll.mean() if idx.numel() else nll.sum()
     return loss, logits, targets, token_nll.view(scored.shape)
+
+
+def token_prediction_output(h, head, weight, labels=None, attention_mask=None) -> ModelOutput:
+    """The encoders' output: full logits without labels; with labels (−100 = not scored, pads never
+    scored) the loss, and logits only at the scored positions."""
+    if labels is None:
+        return ModelOutput(logits=head(h, weight), hidden_states=h)
+    scored = labels != -100
+    if attention_mask is not None:
+        scored = scored & attention_mask.bool()
+    loss, logits, targets, nll = scored_cross_entropy(h, scored, labels.clamp(min=0), lambda hs, _: head(hs, weight))
+    return ModelOutput(loss=loss, logits=logits, targets=targets, token_nll=nll, hidden_states=h)

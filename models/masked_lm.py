@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from models.attention import SoftmaxAttention, encoder_mask
 from models.fast_mlm import EncoderConfig, pll_scored
-from models.layers import Block, Embeddings, MLMHead, ModelOutput, PretrainedMixin, init_weights, scored_cross_entropy
+from models.layers import Block, Embeddings, MLMHead, ModelOutput, PretrainedMixin, init_weights, token_prediction_output
 
 
 @dataclass
@@ -79,14 +79,7 @@ class MaskedLM(PretrainedMixin, nn.Module):
     def forward(self, input_ids, attention_mask=None, labels=None, token_embeds=None) -> ModelOutput:
         """`labels` from `mask_tokens` (−100 = not scored); logits only at scored positions then."""
         h = self.encode(input_ids, attention_mask, token_embeds)
-        W = self.token_embedding.weight
-        if labels is None:
-            return ModelOutput(logits=self.head(h, W), hidden_states=h)
-        scored = labels != -100
-        if attention_mask is not None:
-            scored = scored & attention_mask.bool()
-        loss, logits, targets, nll = scored_cross_entropy(h, scored, labels.clamp(min=0), lambda hs, _: self.head(hs, W))
-        return ModelOutput(loss=loss, logits=logits, targets=targets, token_nll=nll, hidden_states=h)
+        return token_prediction_output(h, self.head, self.token_embedding.weight, labels, attention_mask)
 
     @torch.no_grad()
     def pseudo_log_likelihood(self, input_ids, attention_mask=None, batch_size: int = 64) -> torch.Tensor:
