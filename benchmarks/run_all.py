@@ -68,8 +68,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="a subset of the scripts")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "benchmarks")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="where the outputs go (default: docs/results/benchmarks, or its quick/ folder with --quick)")
     args = ap.parse_args()
+    default_out = ROOT / "docs" / "results" / "benchmarks"
+    args.out = args.out or (default_out / "quick" if args.quick else default_out)
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict | None] = {}
     seconds: dict[str, float] = {}
