@@ -30,14 +30,18 @@ def _is_special(tok: str) -> bool:
     return len(tok) > 2 and tok.startswith("[") and tok.endswith("]")
 
 
-def render_ansi(tokens: list[str], scores: list[float], reply_tokens: list[str] | None = None) -> str:
-    """One line of tokens on coloured backgrounds, black text; negative scores underlined."""
+def _coloured(tokens: list[str], scores: list[float]):
+    """(token, score, (r, g, b)) for each token: the one colour scale both views share."""
     if len(tokens) != len(scores):
         raise ValueError(f"{len(tokens)} tokens but {len(scores)} scores")
     scale = _scale(scores)
+    return [(tok, float(s), heat_rgb(float(s), scale)) for tok, s in zip(tokens, scores)]
+
+
+def render_ansi(tokens: list[str], scores: list[float], reply_tokens: list[str] | None = None) -> str:
+    """One line of tokens on coloured backgrounds, black text; negative scores underlined."""
     parts = []
-    for tok, s in zip(tokens, scores):
-        r, g, b = heat_rgb(float(s), scale)
+    for tok, s, (r, g, b) in _coloured(tokens, scores):
         underline = "\x1b[4m" if s < 0 else ""
         parts.append(f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;0;0;0m{underline}{tok}\x1b[0m")
     line = "".join(parts)
@@ -52,15 +56,11 @@ def _css() -> str:
 
 def heatmap_html(tokens: list[str], scores: list[float], reply_tokens: list[str] | None = None) -> str:
     """The `<div class="heatmap">` fragment, the same markup `renderHeatmap` builds in the page."""
-    if len(tokens) != len(scores):
-        raise ValueError(f"{len(tokens)} tokens but {len(scores)} scores")
-    scale = _scale(scores)
     spans = []
-    for tok, s in zip(tokens, scores):
-        r, g, b = heat_rgb(float(s), scale)
+    for tok, s, (r, g, b) in _coloured(tokens, scores):
         cls = "tok" + (" neg" if s < 0 else "") + (" special" if _is_special(tok) else "")
         spans.append(f'<span class="{cls}" style="background: rgb({r}, {g}, {b})" '
-                     f'title="{html.escape(tok)}  {float(s):.4f}">{html.escape(tok)}</span>')
+                     f'title="{html.escape(tok)}  {s:.4f}">{html.escape(tok)}</span>')
     if reply_tokens:
         spans.append('<span class="sep"></span><span class="reply" title="the reply being explained">→ '
                      + html.escape("".join(reply_tokens)) + "</span>")
