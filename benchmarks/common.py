@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if not sys.path or sys.path[0] != str(ROOT):  # first, ahead of benchmarks/ (whose models.py is not the package)
     sys.path.insert(0, str(ROOT))
 
 
