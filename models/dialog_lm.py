@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.attention import KVCache, SoftmaxAttention, causal_mask
+from models.kernels import linear
 from models.layers import Block, Embeddings, ModelOutput, PretrainedMixin, init_weights, scored_cross_entropy, validate_common
 from models.linear_attention import LinearAttention, LinearState
 
@@ -133,7 +134,7 @@ class DialogLM(PretrainedMixin, nn.Module):
             log_prod, _ = self._st_log_prod(h, input_ids, pos, real, None)  # (B, T)
         W = self.token_embedding.weight
         if loss_mask is None:
-            logits = F.linear(h, W)
+            logits = linear(h, W)
             if log_prod is not None:
                 logits = self._st_log_probs(logits, log_prod)
             return ModelOutput(logits=logits, hidden_states=h)
@@ -142,7 +143,7 @@ class DialogLM(PretrainedMixin, nn.Module):
             scored = scored & real[:, 1:]
 
         def project(hs, idx):
-            logits = F.linear(hs, W)  # (N, V)
+            logits = linear(hs, W)  # (N, V)
             if log_prod is None:
                 return logits
             return self._st_log_probs(logits, log_prod[:, :-1].reshape(-1).index_select(0, idx))
@@ -226,7 +227,7 @@ class DialogLM(PretrainedMixin, nn.Module):
                 attn_kw = {}  # one new query sees every cached key
         x = self.embed(input_ids, positions, segment_ids)
         h = self._run(x, caches=state.layers, **attn_kw)
-        scores = F.linear(h, self.token_embedding.weight).float()  # (B, T, V)
+        scores = linear(h, self.token_embedding.weight).float()  # (B, T, V)
         if self.config.self_terminating:
             log_prod, state.st_log_prod = self._st_log_prod(h, input_ids, positions, tm, state.st_log_prod)
             scores = self._st_log_probs(scores, log_prod)
