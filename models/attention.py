@@ -8,8 +8,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.kernels import Linear, linear
-
 
 class KVCache:
     """One layer's keys and values, preallocated for `capacity` slots (DialogLM passes its max_len,
@@ -59,8 +57,8 @@ class SoftmaxAttention(nn.Module):
     def __init__(self, d_model: int, n_head: int, dropout: float):
         super().__init__()
         self.n_head = n_head
-        self.qkv = Linear(d_model, 3 * d_model)
-        self.proj = Linear(d_model, d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
         self.dropout = dropout
 
     def _heads(self, t):  # (B, T, D) -> (B, H, T, Dh)
@@ -74,8 +72,8 @@ class SoftmaxAttention(nn.Module):
             q, k, v = self.qkv(x).split(D, dim=2)  # 3 × (B, T, D)
         else:
             w, b = self.qkv.weight, self.qkv.bias
-            q = linear(x, w[:D], b[:D])
-            k, v = linear(kv, w[D:], b[D:]).split(D, dim=2)
+            q = F.linear(x, w[:D], b[:D])
+            k, v = F.linear(kv, w[D:], b[D:]).split(D, dim=2)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, H, T, Dh)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, S, Dh), S = cached + T

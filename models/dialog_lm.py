@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.attention import KVCache, SoftmaxAttention, causal_mask
-from models.kernels import linear, onednn_linear_enabled
+from models.kernels import linear, onednn_linear_enabled, use_onednn_linears
 from models.layers import Block, Embeddings, ModelOutput, PretrainedMixin, init_weights, scored_cross_entropy, validate_common
 from models.linear_attention import LinearAttention, LinearState
 from models.precision import resolve_precision
@@ -140,6 +140,7 @@ class DialogLM(PretrainedMixin, nn.Module):
             make = lambda: LinearAttention(c.d_model, c.n_head, c.dropout, c.linear_chunk_size)  # noqa: E731
         self.blocks = nn.ModuleList(Block(c.d_model, make(), c.dropout) for _ in range(c.n_layer))
         self.ln_f = nn.LayerNorm(c.d_model)
+        use_onednn_linears(self)  # fp32 products through oneDNN (models/kernels.py)
         self.decode_precision = "fp32"
         self._decode_weights = None
         init_weights(self)

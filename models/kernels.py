@@ -8,7 +8,8 @@ bf16/fp16 products already go to oneDNN, so everything that is not plain fp32 on
 under autocast, keeps `F.linear`. The backward pass uses oneDNN for the same reason.
 
 `linear(x, w, b)` is a drop-in for `F.linear`; `Linear` is an `nn.Linear` (same parameters, same
-state-dict keys, same isinstance checks) whose forward calls it.
+state-dict keys, same isinstance checks) whose forward calls it; `use_onednn_linears(module)` turns
+a module's linear layers into it (DialogLM does, the encoders do not: see there).
 """
 from __future__ import annotations
 
@@ -77,3 +78,15 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)
+
+
+def use_onednn_linears(module: nn.Module) -> nn.Module:
+    """Make every plain `nn.Linear` inside `module` a `Linear` (same parameters and state-dict keys;
+    only the forward differs). DialogLM does this for its blocks. The encoders (FastMLM, MaskedLM,
+    Classifier) keep torch's default: Integrated Gradients asks autograd for input gradients only,
+    which built-in linear layers honour and a custom autograd function cannot (it would also compute
+    every weight gradient)."""
+    for m in module.modules():
+        if type(m) is nn.Linear:
+            m.__class__ = Linear
+    return module

@@ -11,7 +11,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.kernels import Linear, linear
 from models.sizing import check_embedding_dim
 
 
@@ -96,8 +95,8 @@ class Embeddings(nn.Module):
 class MLP(nn.Module):
     def __init__(self, d_model: int, dropout: float, expansion: int = 4):
         super().__init__()
-        self.fc = Linear(d_model, expansion * d_model)
-        self.proj = Linear(expansion * d_model, d_model)
+        self.fc = nn.Linear(d_model, expansion * d_model)
+        self.proj = nn.Linear(expansion * d_model, d_model)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x):
@@ -131,12 +130,12 @@ class MLMHead(nn.Module):
 
     def __init__(self, d_model: int, vocab_size: int):
         super().__init__()
-        self.dense = Linear(d_model, d_model)
+        self.dense = nn.Linear(d_model, d_model)
         self.ln = nn.LayerNorm(d_model)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, h, embedding_weight):
-        return linear(self.ln(F.gelu(self.dense(h))), embedding_weight, self.bias)
+        return F.linear(self.ln(F.gelu(self.dense(h))), embedding_weight, self.bias)
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:

@@ -12,8 +12,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.kernels import Linear, linear
-
 EPS = 1e-6
 
 
@@ -100,8 +98,8 @@ class LinearAttention(nn.Module):
     def __init__(self, d_model: int, n_head: int, dropout: float, chunk_size: int = 64):
         super().__init__()
         self.n_head = n_head
-        self.qkv = Linear(d_model, 3 * d_model)
-        self.proj = Linear(d_model, d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
         self.drop = nn.Dropout(dropout)
         self.chunk_size = chunk_size
 
@@ -115,8 +113,8 @@ class LinearAttention(nn.Module):
             q, k, v = self.qkv(x).split(D, dim=2)
         else:
             w, b = self.qkv.weight, self.qkv.bias
-            q = linear(x, w[:D], b[:D])
-            k, v = linear(kv, w[D:], b[D:]).split(D, dim=2)
+            q = F.linear(x, w[:D], b[:D])
+            k, v = F.linear(kv, w[D:], b[D:]).split(D, dim=2)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, H, T, Dh)
         if is_causal or cache is not None:
             state = None if cache is None or cache.S is None else (cache.S, cache.z)
