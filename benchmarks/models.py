@@ -6,7 +6,12 @@
    covers the last LOSS_SHARE of each row (the pipeline's dialogue shards score 69–73 % of their
    tokens: every utterance but the first); HF gets labels −100 on the context part.
 2. greedy decoding tokens/s, 64-token context + 256 new tokens, batch 1: our `step` loop vs HF
-   `generate` (cache on, no early stop); target ≥ 3×.
+   `generate` (cache on, no early stop); target ≥ 3×. Rows: ours at the model's default decoding
+   precision (fp32) vs HF fp32 — the headline; ours fp32 and ours with bf16 decoding weights
+   (`set_decode_precision("bf16")`, what "auto" picks on CPUs with avx512_bf16/AMX) vs HF fp32,
+   as a user runs it; ours bf16 vs HF with its model cast to bf16. Each with the weight-read floor
+   (the products alone, through the same kernels) and the greedy-token agreement bf16 vs fp32.
+   Ours computes its fp32 products through oneDNN (models/kernels.py), HF through torch's default.
 3. linear vs softmax attention (2 layers, 384 wide): training-step seconds at T = 256 … 8192 and
    per-token decode cost after a context of T; linear decode must stay flat (≤ 1.2× from the
    shortest to the longest T); the training crossover length is reported.
@@ -38,11 +43,18 @@ try:
 except ImportError:  # run as a script: common puts the repo root on sys.path
     from common import emit, print_table, result
 
+import sys  # noqa: E402
+
+# Run as a script, sys.path[0] is benchmarks/, where this very file is named models.py: put the
+# repository root first so that `models` is the package (even when PYTHONPATH already lists the root).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import torch  # noqa: E402
 
 from models.dialog_lm import DialogLM, DialogLMConfig  # noqa: E402
 from models.fast_mlm import FastMLM, FastMLMConfig  # noqa: E402
 from models.masked_lm import MaskedLM, MaskedLMConfig  # noqa: E402
+from models.kernels import onednn_linear_enabled, set_onednn_linear  # noqa: E402
 from models.precision import autocast, cpu_has_native_bf16  # noqa: E402
 
 VOCAB, D, H, L = 13088, 384, 6, 6
@@ -139,53 +151,113 @@ def bench_training(quick: bool) -> tuple[list[dict], list[str]]:
             opt_h.step()
             opt_h.zero_grad(set_to_none=True)
 
-        t_o, t_h = alternate([step_ours, step_hf], reps=2 if quick else 5)
+        def step_ours_default_kernels():  # ours with fp32 products through torch's default (MKL) path, as HF's
+            previous = set_onednn_linear(False)
+            try:
+                step_ours()
+            finally:
+                set_onednn_linear(previous)
+
+        fns = [step_ours, step_hf] + ([step_ours_default_kernels] if dtype is None and onednn_linear_enabled() else [])
+        t_o, t_h, *t_same = alternate(fns, reps=2 if quick else 5)
+        extra = {}
+        if t_same:
+            extra = dict(value_same_kernels=B * T / t_same[0].cpu, ratio_same_kernels=t_h.cpu / t_same[0].cpu)
+            notes.append(f"train fp32: ours uses oneDNN for its fp32 products (models/kernels.py; torch's default MKL "
+                         f"path runs AVX2 code on AMD); with torch's default kernels, as HF uses, ours is "
+                         f"{extra['ratio_same_kernels']:.2f}× HF")
         rows.append(paired(f"train_tokens_per_s_{name}", B * T, t_o, "tokens/s", f"HF GPT2LMHeadModel {name}", t_h,
-                           target=1.5, loss_share=round(share, 3), optimizer=f"AdamW {kind} (both)"))
+                           target=1.5, loss_share=round(share, 3), optimizer=f"AdamW {kind} (both)", **extra))
     notes.append(f"training: batch {B}×{T}, loss on {share:.0%} of positions (HF computes all logits, loss on the "
-                 f"same), dropout 0 in both, AdamW {kind} for both")
+                 f"same), dropout 0 in both, AdamW {kind} for both, eager (no torch.compile) in both")
     return rows, notes
 
 
-def bench_decode(quick: bool) -> list[dict]:
+def bench_decode(quick: bool) -> tuple[list[dict], list[str]]:
+    """Greedy decoding, batch 1, 64-token context. Ours at the model's default decoding precision and
+    at fp32/bf16 explicitly; HF `generate` as a user runs it (fp32) and with the model cast to bf16."""
+    import copy
+
+    from models.dialog_lm import _DecodeWeights
+
     ctx_len, new = 64, (64 if quick else 256)
     ours, hf = ours_lm(max_len=512).eval(), hf_lm(max_len=512).eval()
+    hf_bf16 = copy.deepcopy(hf).to(torch.bfloat16)
+    default = ours.decode_precision
     ctx = torch.randint(7, VOCAB, (1, ctx_len), generator=torch.Generator().manual_seed(1))
     seg = torch.zeros_like(ctx)
     seg1 = torch.ones(1, 1, dtype=torch.long)
 
-    @torch.inference_mode()
-    def greedy_ours():
-        state = ours.init_state(1)  # KV cache preallocated for max_len
-        scores, state = ours.step(ctx, seg, state)
-        out = torch.empty(1, new, dtype=torch.long)  # no per-token .item(), list or cat
-        for i in range(new):
-            nxt = out[:, i : i + 1]
-            torch.argmax(scores[:, -1], -1, keepdim=True, out=nxt)
-            scores, state = ours.step(nxt, seg1, state)
-        return out
+    def greedy_ours(precision):
+        @torch.inference_mode()
+        def run():
+            ours.set_decode_precision(precision)  # keeps its cached weights when unchanged
+            state = ours.init_state(1)  # KV cache preallocated for max_len
+            scores, state = ours.step(ctx, seg, state)
+            out = torch.empty(1, new, dtype=torch.long)  # no per-token .item(), list or cat
+            for i in range(new):
+                nxt = out[:, i : i + 1]
+                torch.argmax(scores[:, -1], -1, keepdim=True, out=nxt)
+                scores, state = ours.step(nxt, seg1, state)
+            return out
+        return run
 
-    @torch.inference_mode()
-    def greedy_hf():
-        return hf.generate(ctx, attention_mask=torch.ones_like(ctx), max_new_tokens=new, min_new_tokens=new,
-                           do_sample=False, num_beams=1, pad_token_id=0)[:, ctx_len:]
+    def greedy_hf(model):
+        @torch.inference_mode()
+        def run():
+            return model.generate(ctx, attention_mask=torch.ones_like(ctx), max_new_tokens=new, min_new_tokens=new,
+                                  do_sample=False, num_beams=1, pad_token_id=0)[:, ctx_len:]
+        return run
 
-    @torch.inference_mode()
-    def weights_only():  # the floor: per token, just the matrix–vector products every decoder must do
-        x, x4, W = torch.randn(1, 1, D), torch.randn(1, 1, 4 * D), ours.token_embedding.weight
-        for _ in range(new):
-            for blk in ours.blocks:
-                for lin in (blk.attn.qkv, blk.attn.proj, blk.mlp.fc):
-                    lin(x)
-                blk.mlp.proj(x4)
-            torch.nn.functional.linear(x, W)
+    def weights_only(dtype):  # the floor: per token, just the matrix–vector products every decoder must do
+        ours.set_decode_precision("fp32")
+        W = _DecodeWeights(ours, dtype)  # the weights our decoding step reads, in that precision
 
-    t_o, t_h, t_w = alternate([greedy_ours, greedy_hf, weights_only], reps=1 if quick else 3)
-    same = "same" if torch.equal(greedy_ours(), greedy_hf()) else "n/a (different random weights)"
-    return [paired("greedy_decode_tokens_per_s", new, t_o, "tokens/s", "HF generate greedy", t_h,
-                   target=3.0, new_tokens=new, context=ctx_len, tokens_match=same,
-                   weights_floor_ms_per_token=round(t_w.cpu / new * 1e3, 3), ours_ms_per_token=round(t_o.cpu / new * 1e3, 3),
-                   hf_ms_per_token=round(t_h.cpu / new * 1e3, 3), ratio_ceiling=round(t_h.cpu / t_w.cpu, 2))]
+        @torch.inference_mode()
+        def run():
+            x, x4 = torch.randn(1, D), torch.randn(1, 4 * D)
+            for _ in range(new):
+                for wqkv, bqkv, wo, bo, w1, b1, w2, b2 in W.blocks:
+                    W.lin(x, wqkv, bqkv), W.lin(x, wo, bo), W.lin(x, w1, b1), W.lin(x4, w2, b2)
+                W.lin(x, W.head)
+        return run
+
+    floor32, floor16 = weights_only(None), weights_only(torch.bfloat16)
+    fns = [greedy_ours("fp32"), greedy_ours("bf16"), greedy_hf(hf), greedy_hf(hf_bf16), floor32, floor16]
+    t32, t16, th, thb, tf32, tf16 = alternate(fns, reps=1 if quick else 3)
+    out32, out16, outh, outhb = (f() for f in fns[:4])
+    agree = lambda a, b: (round((a == b).float().mean().item(), 3),  # noqa: E731
+                          int((a != b).nonzero()[0, 1]) if (a != b).any() else None)
+    (agree16, first16), (agree_hf, first_hf) = agree(out16, out32), agree(outhb, outh)
+    ms = lambda t: round(t.cpu / new * 1e3, 3)  # noqa: E731
+    from models.precision import resolve_precision
+    resolved = {"fp32": "fp32", "bf16": "bf16"}.get(default) or ("bf16" if resolve_precision(default) else "fp32")
+    t_default = t16 if resolved == "bf16" else t32
+    common = dict(new_tokens=new, context=ctx_len, batch=1)
+    rows = [
+        paired("greedy_decode_tokens_per_s", new, t_default, "tokens/s", "HF generate greedy fp32", th, target=3.0,
+               decode_precision=f"{default} -> {resolved} (the model's default)", ours_ms_per_token=ms(t_default),
+               hf_ms_per_token=ms(th), **common),
+        paired("greedy_decode_tokens_per_s_fp32", new, t32, "tokens/s", "HF generate greedy fp32", th,
+               weights_floor_ms_per_token=ms(tf32), ratio_ceiling=round(th.cpu / tf32.cpu, 2),
+               ours_ms_per_token=ms(t32), **common),
+        paired("greedy_decode_tokens_per_s_bf16", new, t16, "tokens/s", "HF generate greedy fp32", th,
+               weights_floor_ms_per_token=ms(tf16), ratio_ceiling=round(th.cpu / tf16.cpu, 2),
+               ours_ms_per_token=ms(t16), tokens_equal_to_our_fp32=agree16, first_divergence=first16, **common),
+        paired("greedy_decode_tokens_per_s_bf16_vs_hf_bf16", new, t16, "tokens/s", "HF generate greedy, model in bf16",
+               thb, hf_ms_per_token=ms(thb), hf_bf16_tokens_equal_to_hf_fp32=agree_hf, **common),
+    ]
+    notes = [
+        f"decoding: batch 1, {ctx_len}-token context, {new} new tokens; ours fp32 {ms(t32)} ms/token, bf16 {ms(t16)}, "
+        f"HF fp32 {ms(th)}, HF bf16 {ms(thb)}; weight-read floors (products only, our kernels) fp32 {ms(tf32)}, "
+        f"bf16 {ms(tf16)} ms/token",
+        f"decoding: the model's default decoding precision is {default!r} ({resolved} here); bf16 = bf16 weights in the "
+        f"one-token steps (context, KV cache and residual stream fp32); greedy tokens equal to our fp32 run: "
+        f"{agree16:.1%} (first divergence {first16}); HF bf16 vs HF fp32: {agree_hf:.1%} (random weights: both models "
+        "are untrained, so ours and HF's token streams are not comparable with each other)",
+    ]
+    ours.set_decode_precision(default)
+    return rows, notes
 
 
 def bench_linear_vs_softmax(quick: bool) -> tuple[list[dict], list[str]]:
@@ -298,7 +370,9 @@ def main() -> None:
         rows += r
         notes += n
     if "decode" in parts:
-        rows += bench_decode(args.quick)
+        r, n = bench_decode(args.quick)
+        rows += r
+        notes += n
     if "linear" in parts:
         r, n = bench_linear_vs_softmax(args.quick)
         rows += r
