@@ -43,12 +43,6 @@ try:
 except ImportError:  # run as a script: common puts the repo root on sys.path
     from common import emit, print_table, result
 
-import sys  # noqa: E402
-
-# Run as a script, sys.path[0] is benchmarks/, where this very file is named models.py: put the
-# repository root first so that `models` is the package (even when PYTHONPATH already lists the root).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import torch  # noqa: E402
 
 from models.dialog_lm import DialogLM, DialogLMConfig  # noqa: E402
