@@ -102,13 +102,13 @@ def reference_rate(path: Path, vocab: Path, n: int) -> float:
     return len(dialogues) / (time.perf_counter() - t)
 
 
-def run_pipeline(path: Path, out: Path, actors: int):
+def run_pipeline(path: Path, out: Path):
     from pipelines.config import DialogDataConfig
     from pipelines.prepare import run_dialog
 
     with PeakRSS() as mem:
         t = time.perf_counter()
-        m = run_dialog(DialogDataConfig(inputs=[str(path)], num_actors=actors, batch_size=8192), out, overwrite=True)
+        m = run_dialog(DialogDataConfig(inputs=[str(path)], batch_size=8192), out, overwrite=True)
         seconds = time.perf_counter() - t
     return m, seconds, mem.peak
 
@@ -117,7 +117,6 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="dialogues at full size (memory is also taken at n/10)")
     ap.add_argument("--reference-n", type=int, default=20_000, help="dialogues the reference is timed on")
-    ap.add_argument("--actors", type=int, default=1, help="encoding actors (keep below the CPU count)")
     args = ap.parse_args(argv)
 
     from liaotian.cluster import connect
@@ -130,8 +129,8 @@ def main(argv=None) -> None:
     t = time.perf_counter()
     connect(RayConfig(include_dashboard=False))
     startup = time.perf_counter() - t
-    m_small, s_small, mem_small = run_pipeline(small, tmp / "out_small", args.actors)
-    m, seconds, mem = run_pipeline(full, tmp / "out", args.actors)
+    m_small, s_small, mem_small = run_pipeline(small, tmp / "out_small")
+    m, seconds, mem = run_pipeline(full, tmp / "out")
     rate = m.dialogues_in / seconds
     ref = reference_rate(full, tmp / "out" / "vocab.txt", min(args.reference_n, args.n))
     rows = [

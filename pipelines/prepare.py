@@ -14,6 +14,7 @@ Every stage catches per record and emits a reason column; `max_errored_blocks` i
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import time
@@ -296,13 +297,12 @@ def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = Fal
     t0 = time.time()
     out = check_output_dir(out_dir, overwrite)
     inputs = [(str(p), "chatterbot") for p in readers.chatterbot_files()] if not cfg.inputs else [(p, cfg.format) for p in cfg.inputs]
-    units = [(path, fmt, key) for path, f in inputs for fmt, key in readers.units(path, f)]
+    units, ranges = plan_units(inputs, cfg.range_bytes)
     work = out / "_work"
 
-    read_units(units, cfg.batch_size).map_batches(
-        clean_encode_batch, fn_kwargs=dict(max_chars=cfg.max_utterance_chars, valid_fraction=cfg.valid_fraction,
-                                           test_fraction=cfg.test_fraction, max_len=cfg.max_len),
-        batch_size=cfg.batch_size, batch_format="pyarrow").write_parquet(str(work / "clean"))
+    encode = functools.partial(clean_encode_batch, max_chars=cfg.max_utterance_chars, valid_fraction=cfg.valid_fraction,
+                               test_fraction=cfg.test_fraction, max_len=cfg.max_len)
+    read_units(units, cfg.batch_size, ranges=ranges, transform=encode).write_parquet(str(work / "clean"))
     clean = pads.dataset(str(work / "clean"), format="parquet")  # scanned column-wise, batch by batch
 
     dup_keys, dup_orders = find_duplicates(clean, pc.field("new_dialogue") == 1)
@@ -324,6 +324,23 @@ def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = Fal
     manifest.save(out)
     shutil.rmtree(work, ignore_errors=True)
     return manifest
+
+
+def plan_units(inputs: list[tuple[str, str]], range_bytes: int):
+    """Read units (path, format, split key) of the inputs, and the byte ranges of those that a plain
+    LCCC JSON file splits into ({unit index: [LcccRange, ...]}; other units are read whole, and so is
+    every unit when `range_bytes` is 0)."""
+    units, ranges = [], {}
+    for path, f in inputs:
+        fmt = readers.detect_format(path) if f == "auto" else f
+        plan = readers.lccc_plan(path, range_bytes) if range_bytes and fmt == "lccc" and Path(path).is_file() else None
+        if plan is None:
+            units += [(path, unit_fmt, key) for unit_fmt, key in readers.units(path, fmt)]
+            continue
+        for key, rngs in plan.items():
+            ranges[len(units)] = rngs
+            units.append((path, fmt, key))
+    return units, ranges
 
 
 def column_totals(clean, names) -> dict[str, int]:

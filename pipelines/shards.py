@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -28,35 +29,81 @@ RAW_SCHEMA = pa.schema([
 
 # ------------------------------------------------------------------ reading
 
-def read_units(units: list[tuple[str, str, str | None]], rows_per_block: int, reader=None):
-    """A Ray Dataset of raw records: one streaming read task per (file, split); each yields blocks of
-    `rows_per_block` records as it parses, so no task ever holds a whole file."""
+def read_units(units: list[tuple[str, str, str | None]], rows_per_block: int, reader=None,
+               ranges: dict[int, list] | None = None, transform: Callable[[pa.Table], pa.Table] | None = None):
+    """A Ray Dataset of raw records: one streaming read task per (file, split), or per byte range of
+    it where `ranges[unit index]` lists them (`readers.lccc_plan`); each task yields blocks of
+    `rows_per_block` records as it parses, so no task ever holds a whole file. `transform`, when
+    given, runs on each block inside the read task (the dialog job cleans and encodes there: no
+    hand-off of raw blocks between tasks)."""
     import ray
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
+
+    ranges = ranges or {}
+    specs = [(i, u, r) for i, u in enumerate(units) for r in ranges.get(i, [None])]
 
     class CorpusSource(Datasource):
         def estimate_inmemory_data_size(self):
             return None
 
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-            return [ReadTask(lambda i=i, u=u: _blocks(i, *u, rows_per_block, reader or readers.read_unit),
-                             BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=[u[0]]),
-                             schema=RAW_SCHEMA)
-                    for i, u in enumerate(units)]
+            return [ReadTask(lambda i=i, u=u, r=r: _transformed(_blocks(i, *u, rows_per_block, reader or readers.read_unit, r),
+                                                                transform),
+                             BlockMetadata(num_rows=r.count if r else None, size_bytes=None, exec_stats=None, input_files=[u[0]]),
+                             schema=RAW_SCHEMA if transform is None else None)
+                    for i, u, r in specs]
 
-    return ray.data.read_datasource(CorpusSource())
+    # one output per task, no re-splitting: the blocks are already the batches of the downstream step
+    return ray.data.read_datasource(CorpusSource(), override_num_blocks=max(1, len(specs)))
 
 
-def _blocks(unit: int, path: str, fmt: str, split_key: str | None, rows: int, reader) -> Iterable[pa.Table]:
+def _transformed(blocks: Iterable[pa.Table], transform) -> Iterable[pa.Table]:
+    return blocks if transform is None else (transform(b) for b in blocks)
+
+
+def _blocks(unit: int, path: str, fmt: str, split_key: str | None, rows: int, reader, rng=None) -> Iterable[pa.Table]:
+    if rng is not None:  # one byte range of an LCCC file: fast when it is plain, else record by record
+        table = _range_table(unit, path, split_key, rng)
+        if table is not None:
+            for start in range(0, table.num_rows, rows):
+                yield table.slice(start, rows)
+            return
+        records = readers.read_lccc_range(path, split_key, rng)
+    else:
+        records = reader(path, fmt, split_key)
     buf: list = []
-    for rec in reader(path, fmt, split_key):
+    for rec in records:
         buf.append(rec)
         if len(buf) >= rows:
             yield _raw_table(unit, buf)
             buf = []
     if buf:
         yield _raw_table(unit, buf)
+
+
+def _range_table(unit: int, path: str, split_key: str | None, rng) -> pa.Table | None:
+    """The raw table of a plain range without a Python object per record (None: not plain)."""
+    values = readers.lccc_range_values(path, rng)
+    if values is None:
+        return None
+    try:
+        utterances = pa.array(values, pa.list_(pa.string()))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None  # a number, a nested list...: the careful path names the record and the reason
+    n = len(values)
+    split = readers.SPLIT_NAMES[split_key] if split_key is not None else None
+    none = pa.nulls(n, pa.string())
+    return pa.table({
+        "unit": pa.array(np.full(n, unit, np.int64)), "source": _repeat(str(path), n),
+        "position": pa.array(np.arange(rng.first, rng.first + n, dtype=np.int64)),
+        "split": none if split is None else _repeat(split, n),
+        "utterances": utterances, "label": pa.nulls(n, pa.int64()), "reason": none, "detail": none, "record": none,
+    }, schema=RAW_SCHEMA)
+
+
+def _repeat(value: str, n: int) -> pa.Array:
+    return pa.array([value], pa.string()).take(pa.array(np.zeros(n, np.int64)))
 
 
 def _raw_table(unit: int, recs: list) -> pa.Table:
