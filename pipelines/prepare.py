@@ -302,7 +302,9 @@ def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = Fal
 
     encode = functools.partial(clean_encode_batch, max_chars=cfg.max_utterance_chars, valid_fraction=cfg.valid_fraction,
                                test_fraction=cfg.test_fraction, max_len=cfg.max_len)
-    read_units(units, cfg.batch_size, ranges=ranges, transform=encode).write_parquet(str(work / "clean"))
+    # work files: plain encodings + lz4 (written and read once; dictionary pages cost more than they save)
+    read_units(units, cfg.batch_size, ranges=ranges, transform=encode).write_parquet(
+        str(work / "clean"), use_dictionary=False, compression="lz4")
     clean = pads.dataset(str(work / "clean"), format="parquet")  # scanned column-wise, batch by batch
 
     dup_keys, dup_orders = find_duplicates(clean, pc.field("new_dialogue") == 1)
@@ -314,7 +316,8 @@ def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = Fal
     totals = column_totals(clean, CLEAN_COUNTERS + TRUNC_COUNTERS + ("new_dialogue",))
     manifest.dialogues_in = totals.pop("new_dialogue") + clean.count_rows(filter=pc.field("reason").is_valid())
     manifest.cleaning = {k: totals[k] for k in CLEAN_COUNTERS}
-    write_sample_shards(out, manifest, clean, DIALOG_SCHEMA, tok.marked_table, lambda t: ~is_duplicate(t, dup_keys, dup_orders),
+    write_sample_shards(out, manifest, work / "clean", DIALOG_SCHEMA, tok.marked_table,
+                        functools.partial(is_duplicate, dup_keys=dup_keys, dup_orders=dup_orders),
                         cfg.rows_per_shard)
     manifest.truncated = {"utterances": totals["trunc_utterances"], "context": totals["trunc_context"]}
     manifest.rejected = dict(write_rejected(out / "rejected", _rejected_rows(clean, dup_keys, dup_orders)))
