@@ -1,14 +1,15 @@
 """`liaotian data dialog|sentiment|text`: corpora -> Parquet shards with Ray Data (the only Ray in pipelines' data path).
 
-Dialog job: ONE Ray Data pass, then the driver (memory stays flat as the corpus grows):
-  1. read (a Datasource: one streaming read task per file/split) -> clean + encode (map_batches,
-     tasks: Arrow/NumPy kernels per batch) -> `_work/clean/*.parquet`: one row per sample, token ids
-     as code points (a character is one token whatever the vocabulary), plus one row per rejected
-     record with its reason; batch counts and sparse code point counts on row 0
+Dialog job: ONE Ray Data pass, then the driver and one round of shard tasks (memory stays flat as the corpus grows):
+  1. read (a Datasource: one streaming read task per file/split, or per byte range of a plain LCCC
+     JSON file planned by one validating scan, `readers.lccc_plan`), and inside the same task clean +
+     encode (Arrow/NumPy kernels per batch) -> `_work/clean/*.arrow` (Arrow IPC, lz4): one row per
+     sample, token ids as code points (a character is one token whatever the vocabulary), plus one
+     row per rejected record with its reason; batch counts and sparse code point counts on row 0
   2. duplicates: the 64-bit content keys of first samples, sorted once (see `find_duplicates`)
   3. vocabulary: the per-batch code point counts summed in the driver (or the user's vocab.txt)
-  4. the driver streams shards into `train/ valid/ test/` (duplicates left out, code points -> ids
-     through one lookup table), writes `rejected/*.jsonl`, manifest
+  4. Ray tasks write the shards of `train/ valid/ test/` from groups of work files (duplicates left
+     out, code points -> ids through one lookup table); the driver writes `rejected/*.jsonl`, manifest
 Every stage catches per record and emits a reason column; `max_errored_blocks` is never used.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pipelines.config import DialogDataConfig
 from pipelines.dialogue import encode_piece_array, encode_pieces
 from pipelines.tokenizer import CLS_MARK, SEP_MARK, _WHITESPACE_CPS
 from pipelines.schema import DIALOG_SCHEMA, Manifest, RejectedRecord
-from pipelines.shards import (CLEAN_COUNTERS, assign_split, check_output_dir, input_info, read_units, tokenizer_for,
+from pipelines.shards import (CLEAN_COUNTERS, arrow_file_sink, assign_split, check_output_dir, input_info, read_units, tokenizer_for,
                               write_rejected, write_sample_shards)
 
 TRUNC_COUNTERS = ("trunc_utterances", "trunc_context")
@@ -302,10 +303,8 @@ def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = Fal
 
     encode = functools.partial(clean_encode_batch, max_chars=cfg.max_utterance_chars, valid_fraction=cfg.valid_fraction,
                                test_fraction=cfg.test_fraction, max_len=cfg.max_len)
-    # work files: plain encodings + lz4 (written and read once; dictionary pages cost more than they save)
-    read_units(units, cfg.batch_size, ranges=ranges, transform=encode).write_parquet(
-        str(work / "clean"), use_dictionary=False, compression="lz4")
-    clean = pads.dataset(str(work / "clean"), format="parquet")  # scanned column-wise, batch by batch
+    read_units(units, cfg.batch_size, ranges=ranges, transform=encode).write_datasink(arrow_file_sink(str(work / "clean")))
+    clean = pads.dataset(str(work / "clean"), format="arrow")  # scanned column-wise, batch by batch
 
     dup_keys, dup_orders = find_duplicates(clean, pc.field("new_dialogue") == 1)
     tok, vocab_source = tokenizer_for(cfg.vocab, lambda: clean_vocab_counts(clean), cfg.min_count, cfg.max_vocab)
@@ -316,7 +315,7 @@ def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = Fal
     totals = column_totals(clean, CLEAN_COUNTERS + TRUNC_COUNTERS + ("new_dialogue",))
     manifest.dialogues_in = totals.pop("new_dialogue") + clean.count_rows(filter=pc.field("reason").is_valid())
     manifest.cleaning = {k: totals[k] for k in CLEAN_COUNTERS}
-    write_sample_shards(out, manifest, work / "clean", DIALOG_SCHEMA, tok.marked_table,
+    write_sample_shards(out, manifest, clean, DIALOG_SCHEMA, tok.marked_table,
                         functools.partial(is_duplicate, dup_keys=dup_keys, dup_orders=dup_orders),
                         cfg.rows_per_shard)
     manifest.truncated = {"utterances": totals["trunc_utterances"], "context": totals["trunc_context"]}

@@ -342,6 +342,10 @@ for _prev, _nexts in ((0, (_OPEN_L, _OPEN_O)), (_OPEN_L, (_STR, _OPEN_L, _CLOSE_
                       (_COMMA, (_STR, _OPEN_L, _OPEN_O)), (_CLOSE_L, (_COMMA, _CLOSE_L, _CLOSE_O)),
                       (_CLOSE_O, (_COMMA, _CLOSE_L, _CLOSE_O))):
     _FOLLOWS[_prev, list(_nexts)] = True
+_TOKEN = np.arange(16, dtype=np.int64)
+_TOKEN[_QUOTE] = _STR  # an opening quote is the string's token
+_DELTA = np.zeros(8, np.int64)
+_DELTA[[_OPEN_L, _OPEN_O]], _DELTA[[_CLOSE_L, _CLOSE_O]] = 1, -1
 _ESCAPES = np.zeros(256, bool)
 _ESCAPES[list(b'"\\/bfnrtu')] = True
 _HEX = np.zeros(256, bool)
@@ -423,23 +427,30 @@ class _LcccScanner:
                         raise _NotSimple("\\u escape")
         else:
             self.escaped_next = False
-        # --- strings: unescaped quotes toggle; `inside` per byte (quotes: opening 1, closing 0)
-        quote = head == 0x22
+        # --- strings: unescaped quotes toggle. Only the bytes between strings (few) are looked at:
+        # each gap from a closing quote to the next opening quote, that quote included, in file order.
+        quotes = np.flatnonzero(head == 0x22)
         if len(escaped):
-            quote[escaped] = False
-        inside = np.bitwise_xor.accumulate(quote.view(np.uint8))
-        if self.in_str:
-            inside ^= 1
-        self.in_str = bool(inside[-1]) if n else self.in_str
-        cls = _CLS[head]
-        outside = inside == 0
-        if ((cls == _OTHER) & outside).any():
+            quotes = quotes[~np.isin(quotes, escaped)]
+        first_open = 1 if self.in_str else 0  # quote k opens a string when k - first_open is even
+        opening, closing = quotes[first_open::2], quotes[1 - first_open::2]
+        starts = closing + 1 if self.in_str else np.concatenate([[0], closing + 1])
+        ends = opening if (len(quotes) + first_open) % 2 else np.append(opening, n - 1)  # inclusive
+        self.in_str = bool((len(quotes) + first_open) % 2)
+        lengths = ends - starts + 1
+        keep = lengths > 0
+        starts, lengths = starts[keep], lengths[keep]
+        idx = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+        cls = _CLS[head[idx]]
+        if (cls == _OTHER).any():
             raise _NotSimple("a byte outside strings that is not structure (number, literal, BOM, bad UTF-8...)")
-        if ((head < 0x20) & ~outside).any():
+        controls = np.flatnonzero(head < 0x20)  # allowed between strings only (newlines, tabs)
+        if len(controls) and ((np.searchsorted(quotes, controls) + first_open) % 2).any():
             raise _NotSimple("a control character inside a string")
         # --- tokens: structure outside strings, and each opening quote as one string token
-        tok_pos = np.flatnonzero((outside & (cls <= _COLON)) | (quote & ~outside))
-        tok = np.where(cls[tok_pos] == _QUOTE, _STR, cls[tok_pos]).astype(np.int64)
+        is_tok = cls <= _QUOTE
+        tok_pos = idx[is_tok]
+        tok = _TOKEN[cls[is_tok]]
         if not len(tok):
             return
         prev = np.concatenate([[self.last], tok[:-1]])
@@ -447,7 +458,7 @@ class _LcccScanner:
             raise _NotSimple("JSON grammar")
         if self.kind is None:
             self.kind = "list" if tok[0] == _OPEN_L else "object"
-        delta = np.where((tok == _OPEN_L) | (tok == _OPEN_O), 1, np.where((tok == _CLOSE_L) | (tok == _CLOSE_O), -1, 0))
+        delta = _DELTA[tok]
         after = self.depth + np.cumsum(delta)
         before = after - delta
         if (after < 0).any():

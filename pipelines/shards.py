@@ -61,6 +61,24 @@ def read_units(units: list[tuple[str, str, str | None]], rows_per_block: int, re
     return ray.data.read_datasource(CorpusSource(), override_num_blocks=max(1, len(specs)))
 
 
+def arrow_file_sink(path: str):
+    """A Ray Data datasink writing each write task's rows as one Arrow IPC file (lz4): the work files
+    of a job, written and read back once, need no Parquet encoding (pyarrow.dataset reads them with
+    format="arrow": filters and column projection as for Parquet)."""
+    from ray.data.datasource import BlockBasedFileDatasink
+
+    class ArrowFileSink(BlockBasedFileDatasink):
+        def __init__(self, path: str):
+            super().__init__(path, file_format="arrow")
+
+        def write_block_to_file(self, block, file) -> None:
+            table = block.to_arrow()
+            with pa.ipc.new_file(file, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+                writer.write_table(table, max_chunksize=65536)
+
+    return ArrowFileSink(path)
+
+
 def _transformed(blocks: Iterable[pa.Table], transform) -> Iterable[pa.Table]:
     return blocks if transform is None else (transform(b) for b in blocks)
 
@@ -251,17 +269,18 @@ def _error_rows(directory: Path):
             yield RejectedRecord(str(f), 0, "error", r["dialogue_id"], r["error"])
 
 
-def write_sample_shards(out: Path, manifest: Manifest, work: Path, schema: pa.Schema, lookup, drop: Callable[[pa.Table], object],
+def write_sample_shards(out: Path, manifest: Manifest, clean, schema: pa.Schema, lookup, drop: Callable[[pa.Table], object],
                         rows_per_shard: int) -> None:
-    """Shards per split from the single pass's output (`work/*.parquet`: sample rows in code points,
-    plus rejected rows), written by Ray tasks in parallel: each takes consecutive work files of at most
+    """Shards per split from the single pass's output (`clean`, a pyarrow dataset of sample rows in
+    code points, plus rejected rows), written by Ray tasks in parallel: each takes consecutive work files of at most
     about `rows_per_shard` rows and writes one shard per split. Rows where `drop(table)` is True
     (duplicates) are left out, code points become ids through `lookup` (one NumPy take), columns are
     cast to the contract `schema`. Shards are then numbered in input order: `<split>/part-NNNNN.parquet`."""
     import ray
 
-    files = sorted(str(f) for f in work.rglob("*.parquet"))
-    sizes = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    fragments = sorted(clean.get_fragments(), key=lambda f: f.path)
+    files, sizes = [f.path for f in fragments], [f.count_rows() for f in fragments]
+    fmt = clean.format.default_extname
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     target = max(1, min(rows_per_shard, -(-sum(sizes) // (2 * cpus))))  # >= 2 tasks per CPU: no idle tail
     groups, current, rows = [], [], 0
@@ -277,7 +296,7 @@ def write_sample_shards(out: Path, manifest: Manifest, work: Path, schema: pa.Sc
         (out / split).mkdir(parents=True, exist_ok=True)
     task = ray.remote(num_cpus=1)(_shard_group)
     lookup_ref = ray.put(lookup)
-    results = ray.get([task.remote(g, i, str(out), schema, lookup_ref, drop) for i, g in enumerate(groups)])
+    results = ray.get([task.remote(g, fmt, i, str(out), schema, lookup_ref, drop) for i, g in enumerate(groups)])
     for split in SPLITS:
         manifest.splits[split], manifest.shards[split], manifest.split_dialogues[split] = 0, [], 0
         for written in results:  # input order
@@ -292,12 +311,14 @@ def write_sample_shards(out: Path, manifest: Manifest, work: Path, schema: pa.Sc
     manifest.tool_version = liaotian.__version__
 
 
-def _shard_group(files: list[str], index: int, out: str, schema: pa.Schema, lookup, drop) -> dict:
+def _shard_group(files: list[str], fmt: str, index: int, out: str, schema: pa.Schema, lookup, drop) -> dict:
     """One Ray task of `write_sample_shards`: {split: (rows, dialogues, temporary shard path)}."""
+    import pyarrow.dataset as pads
+
     parts: dict[str, list[pa.Table]] = {s: [] for s in SPLITS}
     for f in files:
-        t = pq.read_table(f, columns=list(schema.names) + ["split", "key", "order", "new_dialogue", "reason"])
-        t = t.filter(pc.is_null(t.column("reason")))
+        t = pads.dataset(f, format=fmt).to_table(columns=list(schema.names) + ["split", "key", "order", "new_dialogue"],
+                                                filter=pc.field("reason").is_null())
         if not t.num_rows:
             continue
         t = t.filter(pa.array(~np.asarray(drop(t), bool)))
