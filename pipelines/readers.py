@@ -352,6 +352,31 @@ _HEX = np.zeros(256, bool)
 _HEX[list(b"0123456789abcdefABCDEF")] = True
 
 
+def _escapes(b: np.ndarray, n: int, carried: bool = False) -> tuple[np.ndarray, bool]:
+    """Positions (< n) of the bytes of `b[:n]` that a backslash escapes, and whether `b[n]` is escaped
+    too (`carried`: whether `b[0]` is). Raises _NotSimple for an invalid escape or a \\u surrogate half."""
+    head = b[:n]
+    bs = np.flatnonzero(head == 0x5C)
+    if not len(bs) and not carried:
+        return np.zeros(0, np.int64), False
+    pos = np.concatenate([[-1], bs]) if carried else bs  # a carried odd run ends at -1
+    breaks = np.flatnonzero(np.diff(pos) != 1) + 1
+    run_start = pos[np.concatenate([[0], breaks])]
+    run_end = pos[np.concatenate([breaks - 1, [len(pos) - 1]])]
+    escaped = run_end[((run_end - run_start + 1) % 2) == 1] + 1
+    carry = bool(len(escaped) and escaped[-1] == n)
+    escaped = escaped[escaped < n]
+    if len(escaped):
+        tb = head[escaped]
+        if not _ESCAPES[tb].all():
+            raise _NotSimple("invalid escape")
+        for u in escaped[tb == ord("u")]:  # \uXXXX: four hex digits, no surrogate halves
+            digits = b[u + 1:u + 5]
+            if len(digits) < 4 or not _HEX[digits].all() or bytes(digits[:1]).lower() == b"d" and digits[1] >= ord("8"):
+                raise _NotSimple("\\u escape")
+    return escaped, carry
+
+
 class _NotSimple(Exception):
     """The file is not a plain LCCC file of strings: read it the careful way."""
 
@@ -406,27 +431,7 @@ class _LcccScanner:
     def _block(self, b: np.ndarray, n: int, base: int) -> None:
         head = b[:n]
         # --- escapes: a byte after a run of backslashes of odd length
-        bs = np.flatnonzero(head == 0x5C)
-        escaped = np.zeros(0, np.int64)
-        if len(bs) or self.escaped_next:
-            pos = np.concatenate([[-1], bs]) if self.escaped_next else bs  # a carried odd run ends at -1
-            breaks = np.flatnonzero(np.diff(pos) != 1) + 1
-            run_start = pos[np.concatenate([[0], breaks])]
-            run_end = pos[np.concatenate([breaks - 1, [len(pos) - 1]])]
-            odd = ((run_end - run_start + 1) % 2) == 1
-            escaped = run_end[odd] + 1
-            self.escaped_next = bool(len(escaped) and escaped[-1] == n)
-            escaped = escaped[escaped < n]
-            if len(escaped):
-                tb = head[escaped]
-                if not _ESCAPES[tb].all():
-                    raise _NotSimple("invalid escape")
-                for u in escaped[tb == ord("u")]:  # \uXXXX: four hex digits, no surrogate halves
-                    digits = b[u + 1:u + 5]
-                    if len(digits) < 4 or not _HEX[digits].all() or bytes(digits[:1]).lower() == b"d" and digits[1] >= ord("8"):
-                        raise _NotSimple("\\u escape")
-        else:
-            self.escaped_next = False
+        escaped, self.escaped_next = _escapes(b, n, self.escaped_next)
         # --- strings: unescaped quotes toggle. Only the bytes between strings (few) are looked at:
         # each gap from a closing quote to the next opening quote, that quote included, in file order.
         quotes = np.flatnonzero(head == 0x22)
@@ -573,19 +578,66 @@ def read_lccc_range(path: str | Path, split_key: str | None, rng: LcccRange) -> 
             yield to_record(source, rng.first + i, split, value)
 
 
-def lccc_range_values(path: str | Path, rng: LcccRange) -> list[list[str]] | None:
-    """The fast read of one planned range: one C `json.loads`; None unless every dialogue is a list of
-    strings in valid UTF-8 (then `read_lccc_range` reads it, record by record)."""
+_BAD_BYTE_UTF8 = BAD_BYTE.encode("utf-8")
+
+
+def lccc_range_utterances(path: str | Path, rng: LcccRange):
+    """The fast read of one planned range: a pyarrow list<string> array of its dialogues, built from
+    the bytes with NumPy (string contents sliced out between their quotes; only strings holding an
+    escape go through `json.loads`). None unless every dialogue is a flat list of strings in valid
+    UTF-8; `read_lccc_range` then reads the range record by record."""
+    import pyarrow as pa
+
     with open(path, "rb") as f:
         f.seek(rng.start)
         raw = f.read(rng.end - rng.start)
+    if _BAD_BYTE_UTF8 in raw:
+        return None
+    b = np.frombuffer(raw, np.uint8)
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
+        escaped, _ = _escapes(b, len(b))
+    except _NotSimple:
         return None
-    if BAD_BYTE in text:
+    quotes = np.flatnonzero(b == 0x22)
+    if len(escaped):
+        quotes = quotes[~np.isin(quotes, escaped)]
+    if len(quotes) % 2:
         return None
-    values = json.loads("[" + text + "]")
-    if len(values) != rng.count or not all(type(v) is list for v in values):
+    opening, closing = quotes[0::2], quotes[1::2]
+    starts, ends = np.concatenate([[0], closing + 1]), np.append(opening, len(b))  # between strings
+    lengths = ends - starts
+    gap = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+    brackets = gap[(b[gap] == 0x5B) | (b[gap] == 0x5D)]
+    kinds = b[brackets]
+    if len(brackets) != 2 * rng.count or not (kinds[0::2] == 0x5B).all() or not (kinds[1::2] == 0x5D).all():
+        return None  # a record that is not a list, or a nested list
+    lo, hi = brackets[0::2], brackets[1::2]
+    record = np.searchsorted(lo, opening) - 1
+    if len(record) and ((record < 0).any() or (opening > hi[record]).any()):
+        return None  # a string between the lists
+    keep = np.ones(len(b), bool)
+    keep[gap] = False
+    keep[quotes] = False
+    sizes = closing - opening - 1
+    offsets = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    if offsets[-1] >= 2**31 - 1:
         return None
-    return values
+    strings = pa.StringArray.from_buffers(len(sizes), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b[keep].tobytes()))
+    try:
+        strings.validate(full=True)  # UTF-8
+    except pa.ArrowInvalid:
+        return None
+    backslashes = np.flatnonzero(b == 0x5C) if b"\\" in raw else ()
+    if len(backslashes):  # strings with escapes: decoded one by one, put back in place
+        owners = np.unique(np.searchsorted(opening, backslashes) - 1)
+        try:
+            fixed = pa.array([json.loads(raw[opening[i]:closing[i] + 1]) for i in owners], pa.string())
+        except (ValueError, pa.ArrowInvalid, pa.ArrowTypeError):
+            return None
+        take = np.arange(len(sizes))
+        take[owners] = len(sizes) + np.arange(len(owners))
+        strings = pa.concat_arrays([strings, fixed]).take(pa.array(take))
+    list_offsets = np.zeros(rng.count + 1, np.int32)
+    np.cumsum(np.bincount(record, minlength=rng.count), out=list_offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(list_offsets), strings)

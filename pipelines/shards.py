@@ -105,14 +105,10 @@ def _blocks(unit: int, path: str, fmt: str, split_key: str | None, rows: int, re
 
 def _range_table(unit: int, path: str, split_key: str | None, rng) -> pa.Table | None:
     """The raw table of a plain range without a Python object per record (None: not plain)."""
-    values = readers.lccc_range_values(path, rng)
-    if values is None:
-        return None
-    try:
-        utterances = pa.array(values, pa.list_(pa.string()))
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return None  # a number, a nested list...: the careful path names the record and the reason
-    n = len(values)
+    utterances = readers.lccc_range_utterances(path, rng)
+    if utterances is None:
+        return None  # a string record, a nested list, bad UTF-8...: the careful path names the record and the reason
+    n = len(utterances)
     split = readers.SPLIT_NAMES[split_key] if split_key is not None else None
     none = pa.nulls(n, pa.string())
     return pa.table({
