@@ -22,8 +22,9 @@ from pipelines.schema import SPLITS, Manifest, RejectedRecord
 CLEAN_COUNTERS = TEXT_RULES + ("utterances_truncated", "empty_utterances", "fragments_dropped")
 OUR_ENTRIES = ("train", "valid", "test", "rejected", "_work", "manifest.json", "tokenizer.json", "vocab.txt")
 # Sample shards: zstd without dictionary pages: within 10% of the default's size, written faster and
-# read 3x faster by the training loaders (token-id lists gain little from a dictionary).
-SHARD_WRITE_OPTIONS = dict(use_dictionary=False, compression="zstd", compression_level=1)
+# read 3x faster by the training loaders (token-id lists gain little from a dictionary, or from min/max
+# statistics, which are kept for the scalar columns only).
+SHARD_WRITE_OPTIONS = dict(use_dictionary=False, compression="zstd", compression_level=1, write_statistics=["dialogue_id", "n_turns"])
 RAW_SCHEMA = pa.schema([
     ("unit", pa.int64()), ("source", pa.string()), ("position", pa.int64()), ("split", pa.string()),
     ("utterances", pa.list_(pa.string())), ("label", pa.int64()), ("reason", pa.string()), ("detail", pa.string()), ("record", pa.string()),

@@ -109,7 +109,8 @@ def test_dialog_byte_ranges_give_the_same_output_as_whole_file_reads(ray_session
     from pipelines.config import DialogDataConfig
     from pipelines.prepare import run_dialog
 
-    rows = [["你 好", "你 好 呀"], ["今 天 天 气", "不 错", "", "是 啊", "走 吧"], ["ｆｕｌｌ ｗｉｄｔｈ", "ok  good"], ["一"]]
+    rows = [["你 好", "你 好 呀"], ["今 天 天 气", "不 错", "", "是 啊", "走 吧"], ["ｆｕｌｌ ｗｉｄｔｈ", "ok  good"], ["一"],
+            ["他 说 \"好\"", "路 径 C:\\ 盘\t和\n换 行"]]
     rows += [[f"第 {i} 句", "好 的", "再 见"] for i in range(40)] + [["你 好", "你 好 呀"]]  # + a duplicate
     rows += ["not a list", ["x", ["nested"]], ["长" * 30, "短", "长" * 30]]
     d = tmp_path / "in"
@@ -135,3 +136,5 @@ def test_dialog_byte_ranges_give_the_same_output_as_whole_file_reads(ray_session
     assert careful[2]["rejected"] == {"not_a_list": 1, "non_string_utterance": 1, "invalid_utf8": 1, "too_few_utterances": 3,
                                       "duplicate": 15}
     assert careful[2]["dialogues_in"] == len(rows) + 6 + 10
+    records = [json.loads(line)["record"] for line in careful[1]["duplicate.jsonl"]]
+    assert [['他说"好"', "路径C:\\盘和换行"]] in records  # escapes decoded (the valid copy is a duplicate)
