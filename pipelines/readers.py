@@ -356,9 +356,10 @@ def _escapes(b: np.ndarray, n: int, carried: bool = False) -> tuple[np.ndarray, 
     """Positions (< n) of the bytes of `b[:n]` that a backslash escapes, and whether `b[n]` is escaped
     too (`carried`: whether `b[0]` is). Raises _NotSimple for an invalid escape or a \\u surrogate half."""
     head = b[:n]
-    bs = np.flatnonzero(head == 0x5C)
-    if not len(bs) and not carried:
+    is_bs = head == 0x5C
+    if not carried and not is_bs.any():
         return np.zeros(0, np.int64), False
+    bs = np.flatnonzero(is_bs)
     pos = np.concatenate([[-1], bs]) if carried else bs  # a carried odd run ends at -1
     breaks = np.flatnonzero(np.diff(pos) != 1) + 1
     run_start = pos[np.concatenate([[0], breaks])]
@@ -449,8 +450,7 @@ class _LcccScanner:
         cls = _CLS[head[idx]]
         if (cls == _OTHER).any():
             raise _NotSimple("a byte outside strings that is not structure (number, literal, BOM, bad UTF-8...)")
-        controls = np.flatnonzero(head < 0x20)  # allowed between strings only (newlines, tabs)
-        if len(controls) and ((np.searchsorted(quotes, controls) + first_open) % 2).any():
+        if np.count_nonzero(head < 0x20) != np.count_nonzero(head[idx] < 0x20):  # newlines, tabs: between strings only
             raise _NotSimple("a control character inside a string")
         # --- tokens: structure outside strings, and each opening quote as one string token
         is_tok = cls <= _QUOTE
