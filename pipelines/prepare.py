@@ -62,7 +62,7 @@ def clean_batch(batch: pa.Table, max_chars: int, valid_fraction: float, test_fra
     scatter = np.full(n, -1, np.int64)  # row -> position in the ok arrays (null elsewhere)
     scatter[idx] = np.arange(len(idx))
     take = pa.array(scatter, pa.int64(), mask=scatter < 0)
-    key = got["key"].take(take)
+    key = got["key"] if len(idx) == n else got["key"].take(take)
     short = ok & ~kept  # nothing left after cleaning
     reasons = pc.if_else(pa.array(short), "too_few_utterances", reason)
     details = pc.if_else(pa.array(short), "fewer than 2 non-empty utterances in a row after cleaning",
@@ -78,6 +78,8 @@ def clean_batch(batch: pa.Table, max_chars: int, valid_fraction: float, test_fra
     split_of_key = np.where(u < test_fraction, "test", np.where(u < test_fraction + valid_fraction, "valid", "train"))
     split = pc.if_else(pa.array(kept & np.asarray(batch.column("split").is_null())), pa.array(split_of_key, pa.string()),
                        batch.column("split").combine_chunks())
+    if len(idx) == n:  # no reader rejection in the batch (the usual case): rows are already in place
+        return _clean_table(batch, got["pieces"], got["offsets"], key, split, reasons, details, records, counts, got["pieces"])
     return _clean_table(batch, got["pieces"].take(take), got["offsets"].take(take), key, split, reasons, details, records,
                         counts, got["pieces"])
 
@@ -201,12 +203,14 @@ def encode_batch(clean: pa.Table, max_len: int) -> pa.Table:
     if n:  # long pieces' windows come after the batch's short pieces: order by dialogue first
         order = np.argsort(sample_owner, kind="stable")
         new_dialogue[order[1:]] = sample_owner[order][1:] != sample_owner[order][:-1]
-    take = pa.array(sample_owner, pa.int64())
     ids, seg, mask = _lists(out)
-    samples = {name: kept.column(name).take(take) for name in ("order", "source", "position", "split", "dialogue_id", "key")}
+    identity = n == kept.num_rows and np.array_equal(sample_owner, np.arange(n))  # one sample per dialogue (usual)
+    take = None if identity else pa.array(sample_owner, pa.int64())
+    samples = {name: kept.column(name) if identity else kept.column(name).take(take)
+               for name in ("order", "source", "position", "split", "dialogue_id", "key")}
     samples.update(input_ids=ids, segment_ids=seg, loss_mask=mask, n_turns=pa.array(out["n_turns"], pa.int16()),
                    new_dialogue=pa.array(new_dialogue.astype(np.int8)),
-                   pieces=pc.if_else(pa.array(new_dialogue), kept.column("pieces").take(take), None))
+                   pieces=kept.column("pieces") if identity else pc.if_else(pa.array(new_dialogue), kept.column("pieces").take(take), None))
     samples = pa.table(samples)
     rejected = clean.filter(pa.array(~ok))
     if errors:
