@@ -1,7 +1,8 @@
 """Dialogue corpora on disk -> `RawDialogue` | `RejectedRecord`, streamed record by record. No Ray here.
 
 Formats: LCCC JSON (a bare list of dialogues, or an object of splits, parsed incrementally with
-ijson so a multi-GB file never sits in memory), JSONL (a list or {"dialog": [...]} per line),
+ijson so a multi-GB file never sits in memory; a plain file is also planned into byte ranges that
+are read in parallel, each into Arrow straight from its bytes: `lccc_plan`, `lccc_range_utterances`), JSONL (a list or {"dialog": [...]} per line),
 chatterbot YAML, and a Hugging Face dataset directory (`save_to_disk`, memory-mapped Arrow).
 
 Bad input policy: a bad *record* becomes a `RejectedRecord` (source, position, reason, record) and
