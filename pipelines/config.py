@@ -24,7 +24,7 @@ class DialogDataConfig:
     test_fraction: float = 0.05
     rows_per_shard: int = 200_000
     batch_size: int = 2048  # records per Ray Data batch
-    num_actors: int = 1  # tokenising actors (keep below the cluster's CPU count)
+    range_bytes: int = 4 << 20  # a plain LCCC JSON file is read in byte ranges of about this size, one task each (0: whole)
 
     def __post_init__(self):
         if self.format not in ("auto", "lccc", "jsonl", "chatterbot", "hf"):
@@ -35,6 +35,8 @@ class DialogDataConfig:
             raise ConfigError("data.dialog.valid_fraction/test_fraction must be in [0, 1) and sum below 1")
         if self.min_count < 1:
             raise ConfigError("data.dialog.min_count must be >= 1")
+        if self.batch_size < 1 or self.range_bytes < 0:
+            raise ConfigError("data.dialog.batch_size must be >= 1 and data.dialog.range_bytes >= 0")
 
 
 @dataclass

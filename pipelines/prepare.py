@@ -1,19 +1,21 @@
 """`liaotian data dialog|sentiment|text`: corpora -> Parquet shards with Ray Data (the only Ray in pipelines' data path).
 
-Dialog job: ONE Ray Data pass, then the driver (memory stays flat as the corpus grows):
-  1. read (a Datasource: one streaming read task per file/split) -> clean + encode (map_batches,
-     tasks: Arrow/NumPy kernels per batch) -> `_work/clean/*.parquet`: one row per sample, token ids
-     as code points (a character is one token whatever the vocabulary), plus one row per rejected
-     record with its reason; batch counts and sparse code point counts on row 0
+Dialog job: ONE Ray Data pass, then the driver and one round of shard tasks (memory stays flat as the corpus grows):
+  1. read (a Datasource: one streaming read task per file/split, or per byte range of a plain LCCC
+     JSON file planned by one validating scan, `readers.lccc_plan`), and inside the same task clean +
+     encode (Arrow/NumPy kernels per batch) -> `_work/clean/*.arrow` (Arrow IPC, lz4): one row per
+     sample, token ids as code points (a character is one token whatever the vocabulary), plus one
+     row per rejected record with its reason; batch counts and sparse code point counts on row 0
   2. duplicates: the 64-bit content keys of first samples, sorted once (see `find_duplicates`)
   3. vocabulary: the per-batch code point counts summed in the driver (or the user's vocab.txt)
-  4. the driver streams shards into `train/ valid/ test/` (duplicates left out, code points -> ids
-     through one lookup table), writes `rejected/*.jsonl`, manifest
+  4. Ray tasks write the shards of `train/ valid/ test/` from groups of work files (duplicates left
+     out, code points -> ids through one lookup table); the driver writes `rejected/*.jsonl`, manifest
 Every stage catches per record and emits a reason column; `max_errored_blocks` is never used.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import time
@@ -31,7 +33,7 @@ from pipelines.config import DialogDataConfig
 from pipelines.dialogue import encode_piece_array, encode_pieces
 from pipelines.tokenizer import CLS_MARK, SEP_MARK, _WHITESPACE_CPS
 from pipelines.schema import DIALOG_SCHEMA, Manifest, RejectedRecord
-from pipelines.shards import (CLEAN_COUNTERS, assign_split, check_output_dir, input_info, read_units, tokenizer_for,
+from pipelines.shards import (CLEAN_COUNTERS, arrow_file_sink, assign_split, check_output_dir, input_info, read_units, tokenizer_for,
                               write_rejected, write_sample_shards)
 
 TRUNC_COUNTERS = ("trunc_utterances", "trunc_context")
@@ -60,7 +62,7 @@ def clean_batch(batch: pa.Table, max_chars: int, valid_fraction: float, test_fra
     scatter = np.full(n, -1, np.int64)  # row -> position in the ok arrays (null elsewhere)
     scatter[idx] = np.arange(len(idx))
     take = pa.array(scatter, pa.int64(), mask=scatter < 0)
-    key = got["key"].take(take)
+    key = got["key"] if len(idx) == n else got["key"].take(take)
     short = ok & ~kept  # nothing left after cleaning
     reasons = pc.if_else(pa.array(short), "too_few_utterances", reason)
     details = pc.if_else(pa.array(short), "fewer than 2 non-empty utterances in a row after cleaning",
@@ -76,6 +78,8 @@ def clean_batch(batch: pa.Table, max_chars: int, valid_fraction: float, test_fra
     split_of_key = np.where(u < test_fraction, "test", np.where(u < test_fraction + valid_fraction, "valid", "train"))
     split = pc.if_else(pa.array(kept & np.asarray(batch.column("split").is_null())), pa.array(split_of_key, pa.string()),
                        batch.column("split").combine_chunks())
+    if len(idx) == n:  # no reader rejection in the batch (the usual case): rows are already in place
+        return _clean_table(batch, got["pieces"], got["offsets"], key, split, reasons, details, records, counts, got["pieces"])
     return _clean_table(batch, got["pieces"].take(take), got["offsets"].take(take), key, split, reasons, details, records,
                         counts, got["pieces"])
 
@@ -199,12 +203,14 @@ def encode_batch(clean: pa.Table, max_len: int) -> pa.Table:
     if n:  # long pieces' windows come after the batch's short pieces: order by dialogue first
         order = np.argsort(sample_owner, kind="stable")
         new_dialogue[order[1:]] = sample_owner[order][1:] != sample_owner[order][:-1]
-    take = pa.array(sample_owner, pa.int64())
     ids, seg, mask = _lists(out)
-    samples = {name: kept.column(name).take(take) for name in ("order", "source", "position", "split", "dialogue_id", "key")}
+    identity = n == kept.num_rows and np.array_equal(sample_owner, np.arange(n))  # one sample per dialogue (usual)
+    take = None if identity else pa.array(sample_owner, pa.int64())
+    samples = {name: kept.column(name) if identity else kept.column(name).take(take)
+               for name in ("order", "source", "position", "split", "dialogue_id", "key")}
     samples.update(input_ids=ids, segment_ids=seg, loss_mask=mask, n_turns=pa.array(out["n_turns"], pa.int16()),
                    new_dialogue=pa.array(new_dialogue.astype(np.int8)),
-                   pieces=pc.if_else(pa.array(new_dialogue), kept.column("pieces").take(take), None))
+                   pieces=kept.column("pieces") if identity else pc.if_else(pa.array(new_dialogue), kept.column("pieces").take(take), None))
     samples = pa.table(samples)
     rejected = clean.filter(pa.array(~ok))
     if errors:
@@ -296,14 +302,13 @@ def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = Fal
     t0 = time.time()
     out = check_output_dir(out_dir, overwrite)
     inputs = [(str(p), "chatterbot") for p in readers.chatterbot_files()] if not cfg.inputs else [(p, cfg.format) for p in cfg.inputs]
-    units = [(path, fmt, key) for path, f in inputs for fmt, key in readers.units(path, f)]
+    units, ranges = plan_units(inputs, cfg.range_bytes)
     work = out / "_work"
 
-    read_units(units, cfg.batch_size).map_batches(
-        clean_encode_batch, fn_kwargs=dict(max_chars=cfg.max_utterance_chars, valid_fraction=cfg.valid_fraction,
-                                           test_fraction=cfg.test_fraction, max_len=cfg.max_len),
-        batch_size=cfg.batch_size, batch_format="pyarrow").write_parquet(str(work / "clean"))
-    clean = pads.dataset(str(work / "clean"), format="parquet")  # scanned column-wise, batch by batch
+    encode = functools.partial(clean_encode_batch, max_chars=cfg.max_utterance_chars, valid_fraction=cfg.valid_fraction,
+                               test_fraction=cfg.test_fraction, max_len=cfg.max_len)
+    read_units(units, cfg.batch_size, ranges=ranges, transform=encode).write_datasink(arrow_file_sink(str(work / "clean")))
+    clean = pads.dataset(str(work / "clean"), format="arrow")  # scanned column-wise, batch by batch
 
     dup_keys, dup_orders = find_duplicates(clean, pc.field("new_dialogue") == 1)
     tok, vocab_source = tokenizer_for(cfg.vocab, lambda: clean_vocab_counts(clean), cfg.min_count, cfg.max_vocab)
@@ -314,7 +319,8 @@ def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = Fal
     totals = column_totals(clean, CLEAN_COUNTERS + TRUNC_COUNTERS + ("new_dialogue",))
     manifest.dialogues_in = totals.pop("new_dialogue") + clean.count_rows(filter=pc.field("reason").is_valid())
     manifest.cleaning = {k: totals[k] for k in CLEAN_COUNTERS}
-    write_sample_shards(out, manifest, clean, DIALOG_SCHEMA, tok.marked_table, lambda t: ~is_duplicate(t, dup_keys, dup_orders),
+    write_sample_shards(out, manifest, clean, DIALOG_SCHEMA, tok.marked_table,
+                        functools.partial(is_duplicate, dup_keys=dup_keys, dup_orders=dup_orders),
                         cfg.rows_per_shard)
     manifest.truncated = {"utterances": totals["trunc_utterances"], "context": totals["trunc_context"]}
     manifest.rejected = dict(write_rejected(out / "rejected", _rejected_rows(clean, dup_keys, dup_orders)))
@@ -324,6 +330,23 @@ def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = Fal
     manifest.save(out)
     shutil.rmtree(work, ignore_errors=True)
     return manifest
+
+
+def plan_units(inputs: list[tuple[str, str]], range_bytes: int):
+    """Read units (path, format, split key) of the inputs, and the byte ranges of those that a plain
+    LCCC JSON file splits into ({unit index: [LcccRange, ...]}; other units are read whole, and so is
+    every unit when `range_bytes` is 0)."""
+    units, ranges = [], {}
+    for path, f in inputs:
+        fmt = readers.detect_format(path) if f == "auto" else f
+        plan = readers.lccc_plan(path, range_bytes) if range_bytes and fmt == "lccc" and Path(path).is_file() else None
+        if plan is None:
+            units += [(path, unit_fmt, key) for unit_fmt, key in readers.units(path, fmt)]
+            continue
+        for key, rngs in plan.items():
+            ranges[len(units)] = rngs
+            units.append((path, fmt, key))
+    return units, ranges
 
 
 def column_totals(clean, names) -> dict[str, int]:

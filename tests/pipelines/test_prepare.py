@@ -26,7 +26,7 @@ def test_dialog_accounts_for_every_record(ray_session, corpus, tmp_path):
 
     out = tmp_path / "out"
     inputs = [str(corpus / n) for n in ("lccc.json", "trunc.json", "bad.jsonl")]
-    m = run_dialog(DialogDataConfig(inputs=inputs, max_len=8, num_actors=1, batch_size=64), out)
+    m = run_dialog(DialogDataConfig(inputs=inputs, max_len=8, batch_size=64), out)
     assert m.rejected == {"not_a_list": 1, "non_string_utterance": 1, "truncated_json": 1, "invalid_json": 1,
                           "invalid_utf8": 1, "too_few_utterances": 1, "duplicate": 1}
     assert m.dialogues_in == 7 + 3 + 4 == m.dialogues_out + sum(m.rejected.values())
@@ -101,3 +101,40 @@ def test_text_job_and_sentiment_default_to_the_runs_text_vocab(ray_session, tmp_
     s = tmp_path / "run" / "data" / "sentiment"
     assert Manifest.load(s).vocab_source == str(out / "vocab.txt")
     assert (s / "vocab.txt").read_text(encoding="utf-8") == (out / "vocab.txt").read_text(encoding="utf-8")
+
+
+def test_dialog_byte_ranges_give_the_same_output_as_whole_file_reads(ray_session, tmp_path):
+    """The parallel read (byte ranges, C json + Arrow) against the careful per-record read of whole
+    files (range_bytes=0): same shards, same rejections, same manifest counts."""
+    from pipelines.config import DialogDataConfig
+    from pipelines.prepare import run_dialog
+
+    rows = [["你 好", "你 好 呀"], ["今 天 天 气", "不 错", "", "是 啊", "走 吧"], ["ｆｕｌｌ ｗｉｄｔｈ", "ok  good"], ["一"],
+            ["他 说 \"好\"", "路 径 C:\\ 盘\t和\n换 行"]]
+    rows += [[f"第 {i} 句", "好 的", "再 见"] for i in range(40)] + [["你 好", "你 好 呀"]]  # + a duplicate
+    rows += ["not a list", ["x", ["nested"]], ["长" * 30, "短", "长" * 30]]
+    d = tmp_path / "in"
+    d.mkdir()
+    text = json.dumps({"train": rows, "valid": rows[:6], "test": []}, ensure_ascii=False, indent=1).encode()
+    text = text.replace("第 7 句".encode(), b"\xff\xfe 7")  # invalid UTF-8 inside one utterance
+    (d / "c.json").write_bytes(text)
+    (d / "b.json").write_text(json.dumps(rows[:10], ensure_ascii=False))
+
+    def run(range_bytes):
+        out = tmp_path / f"out{range_bytes}"
+        m = run_dialog(DialogDataConfig(inputs=[str(d / "c.json"), str(d / "b.json")], max_len=16, batch_size=7,
+                                        range_bytes=range_bytes), out)
+        shards = {s: sorted(r for f in sorted((out / s).glob("*.parquet")) for r in
+                            map(json.dumps, pq.read_table(f).to_pylist())) for s in ("train", "valid", "test")}
+        rejected = {f.name: sorted(f.read_text().splitlines()) for f in (out / "rejected").glob("*.jsonl")}
+        manifest = {k: v for k, v in m.to_dict().items() if k not in ("seconds", "shards")}
+        return shards, rejected, manifest
+
+    careful, fast = run(0), run(100)
+    assert careful == fast
+    # valid repeats 5 kept dialogues of train, b.json 9, train 1 of its own; "一" (3 copies) is too short
+    assert careful[2]["rejected"] == {"not_a_list": 1, "non_string_utterance": 1, "invalid_utf8": 1, "too_few_utterances": 3,
+                                      "duplicate": 15}
+    assert careful[2]["dialogues_in"] == len(rows) + 6 + 10
+    records = [json.loads(line)["record"] for line in careful[1]["duplicate.jsonl"]]
+    assert [['他说"好"', "路径C:\\盘和换行"]] in records  # escapes decoded (the valid copy is a duplicate)

@@ -72,3 +72,74 @@ def test_unreadable_inputs_raise_naming_the_file(tmp_path):
     q.write_text('{\n"training": [["a","b"]]\n}')
     with pytest.raises(CorpusError, match="training"):
         list(read_corpus(q))
+
+
+# ------------------------------------------------------------------ LCCC byte ranges (the parallel read)
+
+def _ranges_vs_whole(p, range_bytes):
+    """Every planned range read by the fast path (or its careful fallback) == the whole-file careful read."""
+    import pyarrow as pa
+
+    from pipelines.readers import lccc_plan, read_lccc
+    from pipelines.shards import _blocks, _raw_table
+
+    plan = lccc_plan(p, range_bytes)
+    assert plan is not None
+    for unit, (key, rngs) in enumerate(plan.items()):
+        whole = _raw_table(unit, list(read_lccc(p, key)))
+        parts = [t for r in rngs for t in _blocks(unit, str(p), "lccc", key, 3, None, r)]
+        got = pa.concat_tables(parts) if parts else whole.slice(0, 0)
+        assert got.to_pylist() == whole.to_pylist()
+        assert sum(r.count for r in rngs) == whole.num_rows
+    return plan
+
+
+@pytest.mark.parametrize("range_bytes", [1, 7, 40, 1 << 20])
+def test_lccc_ranges_read_exactly_what_the_whole_file_read_does(tmp_path, range_bytes):
+    dialogues = [["你 好", "好 的"], [], ["a\"]", "c\\\"[,", "\u4e00 \n tab\t"], "a string", ["x", ["nested"]], ["只 有"],
+                 ["\U0010fffe marked", "y"], ["ｆｕｌｌ"] * 3]
+    splits = {"train": dialogues * 3, "valid": [], "test": [["z", "w"]]}
+    p = tmp_path / "s.json"
+    p.write_text(json.dumps(splits, ensure_ascii=False, indent=1))
+    plan = _ranges_vs_whole(p, range_bytes)
+    assert list(plan) == ["train", "valid", "test"] and plan["valid"] == []
+    bare = tmp_path / "b.json"
+    bare.write_bytes(b'[["a","b"],\n["\xc3\x28x","y"],["c","d"] , ["\\u4e00", "\\\\"]]')
+    _ranges_vs_whole(bare, range_bytes)
+
+
+@pytest.mark.parametrize("text", [
+    '[["a","b"],["c","d"],["e",',  # truncated
+    '[["a","b"],["c", 3]]', '[["a",null]]', '[["a","b"] ["c"]]', '[["a","b"],]', '[["a","b"]] x', '\ufeff[["a","b"]]',
+    '[{"dialog": ["a"]}]', '{"train": "x"}', '{"train": [["a"]], "train": [["b"]]}', '[["\\ud83d\\ude00"]]', '[["\\x"]]',
+    '[["a\nb"]]', '{"train": [["a"]]}{', '', '  '])
+def test_lccc_plan_leaves_every_other_file_to_the_careful_reader(tmp_path, text):
+    from pipelines.readers import lccc_plan
+
+    p = tmp_path / "x.json"
+    p.write_text(text)
+    assert lccc_plan(p, 4) is None
+
+
+def test_lccc_plan_names_a_key_that_is_not_a_split(tmp_path):
+    from pipelines.readers import lccc_plan
+
+    p = tmp_path / "s.json"
+    p.write_text('{"train": [["a","b"]], "training": [["c","d"]]}')
+    with pytest.raises(CorpusError, match="training"):
+        lccc_plan(p)
+
+
+def test_lccc_plan_of_a_large_file_scans_in_blocks(tmp_path, monkeypatch):
+    """Scan blocks far smaller than the file (escapes and strings cut at block edges) give the same plan."""
+    from pipelines import readers
+
+    rows = [[f"第 {i} 句 \\ \"", "好 的 \\u"] for i in range(300)]
+    p = tmp_path / "big.json"
+    p.write_text(json.dumps({"train": rows, "test": rows[:5]}, ensure_ascii=False))
+    whole = readers.lccc_plan(p, 500)
+    for block in (9, 10, 13, 64, 1000):
+        monkeypatch.setattr(readers, "_SCAN_BLOCK", block)
+        assert readers.lccc_plan(p, 500) == whole
+    assert sum(r.count for r in whole["train"]) == 300 and len(whole["train"]) > 5
+    _ranges_vs_whole(p, 500)
