@@ -24,6 +24,7 @@ import torch
 
 from serve.api import AttributionRequest, ChatCompletionRequest, RequestError, RerankOptions
 from serve.config import ServeConfig
+from serve.kernels import MIN_ROWS, PackedLinears
 
 
 def read_model_type(model_dir) -> str:
@@ -98,6 +99,7 @@ class ChatEngine:
         if read_model_type(model_dir) != "dialog_lm":
             raise ValueError(f"{model_dir}: not a dialogue model (model_type {read_model_type(model_dir)!r})")
         self.max_len = int(self.model.config.max_len)
+        self.kernels = PackedLinears(self.model)  # oneDNN for batched rows, MKL for one row (serve.kernels)
         eos = getattr(self.model.config, "eos_id", None)
         self.eos_id = int(self.tok.sep_id if eos is None else eos)
         self.mlm = self.mlm_tok = None
@@ -167,8 +169,9 @@ class ChatEngine:
         results: list[ChatResult | None] = [None] * len(items)
         for members in groups.values():
             decoding = items[members[0]].decoding
-            gens = generate(self.model, [items[i].prompt for i in members], decoding, self.eos_id,
-                            decode_fn=self.decode if decoding.stop_strings else None)
+            with self.kernels.active(len(members) * decoding.n >= MIN_ROWS):
+                gens = generate(self.model, [items[i].prompt for i in members], decoding, self.eos_id,
+                                decode_fn=self.decode if decoding.stop_strings else None)
             for i, g in zip(members, gens):
                 results[i] = self._finish(items[i], g)
         return results
