@@ -8,7 +8,8 @@ reranks them with `models.rerank` and an MLM. `run_batch(items)` decodes many re
 with the same decoding settings share one `generate` call (one padded batch).
 
 `Explainer(classifier_dir=None, chat_dir=None)`: `models.attribution.integrated_gradients` for the
-classifier (a text) and for the dialogue model (which context tokens drove a reply).
+classifier (a text) and for the dialogue model (which context tokens drove a reply); several requests
+share their forward/backward passes (`models.attribution.integrated_gradients_many`).
 """
 from __future__ import annotations
 
@@ -292,10 +293,10 @@ class Explainer:
     def _tokens(self, tok, ids) -> list[str]:
         return [tok.decode([i], skip_special=False) or "␣" for i in ids]
 
-    def explain_one(self, p: PreparedAttribution) -> dict:
-        from models.attribution import integrated_gradients
-
+    def _call(self, p: PreparedAttribution):
+        """-> (an `integrated_gradients` call as (model, input_ids, target, kwargs), finish(attribution) -> dict)."""
         out: dict = {"kind": p.kind}
+        kw = dict(baseline=p.baseline, steps=p.steps, method=p.method)
         if p.kind == "classifier":
             model, tok = self.classifier, self.cls_tok
             x = torch.tensor([p.input_ids])
@@ -303,28 +304,49 @@ class Explainer:
                 # post-hoc logit adjustment (a constant shift per class) changes the decision, not F's gradient
                 probs = torch.softmax(self.predict_logits(model(x).logits.float()), dim=-1)[0]
             target = int(probs.argmax()) if p.target is None else p.target
-            a = integrated_gradients(model, x, target, baseline=p.baseline, steps=p.steps, method=p.method,
-                                     pad_id=tok.pad_id)
             out.update(label=target, probability=float(probs[target]),
                        label_name=self.label_names[target] if self.label_names and target < len(self.label_names) else None,
                        probabilities=[float(v) for v in probs])
-            scores, tokens = a.token_scores.tolist(), self._tokens(tok, p.input_ids)
+            call = (model, x, target, dict(kw, pad_id=tok.pad_id))
+
+            def finish(a):
+                out.update(tokens=self._tokens(tok, p.input_ids), scores=a.token_scores.tolist())
+                return out
         else:
             model, tok = self.chat, self.chat_tok
-            a = integrated_gradients(model, torch.tensor([p.input_ids]), p.reply_ids, baseline=p.baseline,
-                                     steps=p.steps, method=p.method, segment_ids=torch.tensor([p.segment_ids]),
-                                     pad_id=tok.pad_id)
+            call = (model, torch.tensor([p.input_ids]), p.reply_ids,
+                    dict(kw, segment_ids=torch.tensor([p.segment_ids]), pad_id=tok.pad_id))
             n = len(p.input_ids)
-            scores, tokens = a.token_scores.tolist()[:n], self._tokens(tok, p.input_ids)
-            out.update(reply_tokens=self._tokens(tok, p.reply_ids),
-                       reply_scores=a.token_scores.tolist()[n:])
-        out.update(tokens=tokens, scores=scores, f_x=float(a.f_x), f_baseline=float(a.f_baseline),
-                   delta=float(a.delta), steps=int(a.steps), method=a.method, baseline=p.baseline)
-        return out
+
+            def finish(a):
+                scores = a.token_scores.tolist()
+                out.update(reply_tokens=self._tokens(tok, p.reply_ids), reply_scores=scores[n:],
+                           tokens=self._tokens(tok, p.input_ids), scores=scores[:n])
+                return out
+
+        def done(a) -> dict:
+            result = finish(a)
+            result.update(f_x=float(a.f_x), f_baseline=float(a.f_baseline), delta=float(a.delta), steps=int(a.steps),
+                          method=a.method, baseline=p.baseline)
+            return result
+
+        return call, done
+
+    def explain_one(self, p: PreparedAttribution) -> dict:
+        from models.attribution import integrated_gradients
+
+        (model, ids, target, kw), done = self._call(p)
+        return done(integrated_gradients(model, ids, target, **kw))
 
     def explain(self, items: list[PreparedAttribution]) -> list[dict]:
-        """One result per item, in order (IG batches the interpolation points of each item)."""
-        return [self.explain_one(p) for p in items]
+        """One result per item, in order. Several items share their forward/backward passes
+        (`models.attribution.integrated_gradients_many`); each keeps its own settings and node choice."""
+        from models.attribution import integrated_gradients_many
+
+        if len(items) <= 1:
+            return [self.explain_one(p) for p in items]
+        calls, finish = zip(*(self._call(p) for p in items))
+        return [done(a) for done, a in zip(finish, integrated_gradients_many(calls))]
 
 
 # ---------------------------------------------------------------------------------------------

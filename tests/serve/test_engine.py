@@ -138,3 +138,32 @@ def test_default_explanation_is_adaptive_and_meets_the_completeness_tolerance(ti
     gap = abs(out["f_x"] - out["f_baseline"])
     assert out["delta"] <= 0.01 * gap + 1e-6 or out["steps"] >= 257
     assert abs(sum(out["scores"]) - (out["f_x"] - out["f_baseline"])) == pytest.approx(out["delta"], abs=1e-5)
+
+
+def test_explainer_shares_passes_across_requests_and_equals_one_by_one(tiny_models, monkeypatch):
+    import models.attribution as A
+
+    ex = Explainer(tiny_models["classifier"], tiny_models["dialog"], default_steps="auto")
+    bodies = [{"text": "开心"}, {"text": "今天天气很不错，我很开心", "steps": 16}, {"text": "难过", "steps": "auto"},
+              {"text": "电影音乐", "steps": 8, "method": "riemann_trapezoid"},
+              {"messages": [{"role": "user", "content": "你好"}], "reply": "好的"},
+              {"messages": [{"role": "user", "content": "今天吃饭了吗"}, {"role": "assistant", "content": "吃了"},
+                            {"role": "user", "content": "喜欢电影吗"}], "reply": "喜欢", "steps": 16}]
+    items = [ex.prepare(AttributionRequest.model_validate(b)) for b in bodies]
+    passes = []
+    real = A._SharedEvaluator._run_if_ready
+
+    def counting(self):
+        before = self.passes
+        real(self)
+        if self.passes > before:
+            passes.append(len(self.results))
+    monkeypatch.setattr(A._SharedEvaluator, "_run_if_ready", counting)
+    together = ex.explain(items)
+    alone = [ex.explain([it])[0] for it in items]
+    assert passes and max(passes) == len(items)  # one pass served every request at once
+    for t, a in zip(together, alone):
+        assert t.keys() == a.keys() and t["tokens"] == a["tokens"] and t["steps"] == a["steps"]
+        assert t["scores"] == pytest.approx(a["scores"], rel=1e-4, abs=1e-5)
+        assert (t["f_x"], t["f_baseline"]) == pytest.approx((a["f_x"], a["f_baseline"]), rel=1e-5, abs=1e-6)
+        assert abs(sum(t["scores"]) - (t["f_x"] - t["f_baseline"])) == pytest.approx(t["delta"], abs=1e-5)
