@@ -346,3 +346,13 @@ def stream(model, prompt: Prompt, cfg: DecodingConfig, eos_id: int, decode_fn=No
     for new in _decode_steps(model, [prompt], cfg, eos_id, decode_fn):
         if new[0] is not None:
             yield new[0]
+
+
+def stream_batch(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id: int, decode_fn=None) -> Iterator[list]:
+    """Greedy or sampling for several prompts (n=1) as one batch, step by step: yields per step one
+    entry per prompt, its new token id or None (finished: eos, a stop string, or an earlier end).
+    Prompt i's tokens equal `stream(model, prompts[i], cfg, eos_id)` with the same seed."""
+    if cfg.n != 1 or cfg.strategy == "beam":
+        raise ValueError("stream_batch decodes one candidate per prompt without beam search")
+    if prompts:
+        yield from _decode_steps(model, prompts, cfg, eos_id, decode_fn)
