@@ -15,7 +15,9 @@ Batching: with `serve.<app>.batching` on, concurrent requests on a replica are g
 for as many requests as the recent load, so a lone request is not delayed and a closed loop of
 clients is not split into groups that take turns, as `@serve.batch`'s fixed timeout did) and decoded
 as one batch; off, a replica serves one request at a time (the benchmark's baseline). Streaming
-requests are decoded one at a time under the same lock as unbatched ones.
+requests with one choice and no reranking are batched the same way (`StreamBatcher`: each stream gets
+its deltas step by step from the shared decode); the others are decoded one at a time under the same
+lock as unbatched ones.
 
 `liaotian serve --config FILE` starts both; `serve run serve.app:build_app config=FILE` (or the YAML
 `serve/serve_config.yaml` through `serve run` / `serve deploy`) runs them with Ray Serve's own CLI.
@@ -32,7 +34,7 @@ from ray import serve
 
 from liaotian.config import ConfigError, from_dict, to_dict
 from serve.api import create_app
-from serve.batching import AdaptiveBatcher
+from serve.batching import AdaptiveBatcher, StreamBatcher
 from serve.config import DeploymentSection, ServeConfig
 from serve.engine import ChatEngine, Explainer, iterate_in_thread
 
@@ -65,6 +67,8 @@ class ChatBot:
         self._lock = asyncio.Lock()  # the unbatched and streaming paths: one decode at a time
         self.batcher = AdaptiveBatcher(self.engine.run_batch, self.section.max_batch_size,
                                        self.section.batch_wait_timeout_s)
+        self.stream_batcher = StreamBatcher(self.engine.stream_many, self.section.max_batch_size,
+                                            self.section.batch_wait_timeout_s, lambda d: d.finish_reason is not None)
 
     def __serve_build_asgi_app__(self):
         return create_app(self.cfg, chat=self, page=True)
@@ -83,6 +87,10 @@ class ChatBot:
             return (await asyncio.to_thread(self.engine.run_batch, [prepared]))[0]
 
     async def stream(self, prepared):
+        if self.section.batching and self.engine.streams_together(prepared):
+            async for delta in self.stream_batcher.stream(prepared):
+                yield delta
+            return
         async with self._lock:
             async for delta in iterate_in_thread(lambda: self.engine.stream(prepared)):
                 yield delta

@@ -89,3 +89,53 @@ class AdaptiveBatcher:
             for (_, future), result in zip(batch, results):
                 if not future.done():
                     future.set_result(result)
+
+
+class StreamBatcher:
+    """Streams through an `AdaptiveBatcher`: `fn(items)` is a blocking iterator of (item index, event)
+    pairs for a batch; each caller of `stream(item)` gets its own events as they come, until one for
+    which `is_last(event)` holds. An error in the batch reaches every caller still streaming; a caller
+    that leaves early stops reading (its row, if already decoding, runs to its end with the batch)."""
+
+    def __init__(self, fn: Callable[[list], Any], max_batch_size: int, max_wait_s: float,
+                 is_last: Callable[[Any], bool]):
+        self.fn, self.is_last = fn, is_last
+        self.batcher = AdaptiveBatcher(self._run_batch, max_batch_size, max_wait_s)
+
+    def _run_batch(self, entries: list) -> list:  # in the worker thread
+        open_ = set(range(len(entries)))
+
+        def push(i, event):
+            _, queue, loop = entries[i]
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        try:
+            for i, event in self.fn([item for item, _, _ in entries]):
+                if i in open_:
+                    push(i, event)
+                    if self.is_last(event):
+                        open_.discard(i)
+            if open_:
+                raise RuntimeError("the batch ended before every stream had its last event")
+        except BaseException as e:  # noqa: BLE001 - delivered to each open stream, then re-raised
+            for i in open_:
+                push(i, e)
+            raise
+        return [None] * len(entries)
+
+    async def stream(self, item):
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        task = asyncio.ensure_future(self.batcher((item, queue, loop)))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved here; callers get it via the queue
+        try:
+            while True:
+                event = await queue.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if self.is_last(event):
+                    break
+        finally:
+            if not task.done():
+                task.cancel()  # not started yet: dropped from its batch

@@ -208,6 +208,57 @@ class ChatEngine:
                     reason = "stop"
             yield StreamDelta(j, text[sent:], reason, len(ids) - counted, item.prompt_tokens)
 
+    @staticmethod
+    def streams_together(item: PreparedChat) -> bool:
+        """Whether `stream_many` can decode this request in a shared batch (one choice, no reranking)."""
+        return item.n == 1 and item.rerank is None and item.decoding.strategy != "beam"
+
+    def stream_many(self, items: list[PreparedChat]) -> Iterator[tuple[int, StreamDelta]]:
+        """`stream` for several one-choice requests decoded as shared batches (requests with equal
+        decoding settings share one): (item index, delta) pairs, each item's deltas in order and
+        equal to `stream(item)`'s with the same seed; an item's last delta comes as soon as it ends."""
+        from models.generate import stream_batch
+
+        groups: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            if not self.streams_together(item):
+                raise ValueError("stream_many takes one-choice requests without reranking")
+            groups.setdefault(repr(dataclasses.astuple(item.decoding)), []).append(i)
+        for members in groups.values():
+            cfg = items[members[0]].decoding
+            ids = {i: [] for i in members}
+            sent = {i: 0 for i in members}
+            counted = {i: 0 for i in members}
+            open_ = set(members)
+            with self.kernels.active(len(members) >= MIN_ROWS):
+                for step in stream_batch(self.model, [items[i].prompt for i in members], cfg, self.eos_id,
+                                         decode_fn=self.decode if cfg.stop_strings else None):
+                    for i, token in zip(members, step):
+                        if i not in open_:
+                            continue
+                        item = items[i]
+                        if token is None:  # ended on eos at this step
+                            open_.discard(i)
+                            yield i, StreamDelta(0, self.decode(ids[i])[sent[i]:], "stop", len(ids[i]) - counted[i],
+                                                 item.prompt_tokens)
+                            continue
+                        ids[i].append(token)
+                        text = self.decode(ids[i])
+                        cut = _stop_cut(text, item.stop)
+                        if cut is not None:
+                            open_.discard(i)
+                            yield i, StreamDelta(0, text[:cut][sent[i]:], "stop", len(ids[i]) - counted[i],
+                                                 item.prompt_tokens)
+                            continue
+                        upto = len(text) - _holdback(text, item.stop)
+                        counted[i] += 1
+                        yield i, StreamDelta(0, text[sent[i]:upto] if upto > sent[i] else "", None, 1, item.prompt_tokens)
+                        sent[i] = max(sent[i], upto)
+            for i in sorted(open_):  # max_tokens reached
+                reason = "stop" if len(ids[i]) < cfg.max_new_tokens else "length"
+                yield i, StreamDelta(0, self.decode(ids[i])[sent[i]:], reason, len(ids[i]) - counted[i],
+                                     items[i].prompt_tokens)
+
 
 # ---------------------------------------------------------------------------------------------
 # Attribution

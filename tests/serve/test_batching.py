@@ -95,3 +95,35 @@ def test_errors_reach_every_caller_and_cancelled_calls_are_skipped():
 
     asyncio.run(main())
     assert ["gone"] not in calls and all("gone" not in c for c in calls)
+
+
+def test_stream_batcher_routes_each_callers_events_and_errors():
+    from serve.batching import StreamBatcher
+
+    batches = []
+
+    def fn(items):
+        batches.append(list(items))
+        if "bad" in items:
+            yield 0, (items[0], 0, False)
+            raise ValueError("boom")
+        for step in range(3):
+            for i, item in enumerate(items):
+                if i == 0 and step == 2:
+                    continue  # item 0 ended one step early
+                yield i, (item, step, step == 2 or (i == 0 and step == 1))
+
+    async def collect(b, item):
+        return [e async for e in b.stream(item)]
+
+    async def main():
+        b = StreamBatcher(fn, max_batch_size=8, max_wait_s=0.2, is_last=lambda e: e[2])
+        out = await asyncio.gather(*(collect(b, x) for x in "abcd"))
+        with pytest.raises(ValueError):
+            await collect(b, "bad")
+        return out
+
+    out = asyncio.run(main())
+    assert out[0] == [("a", 0, False), ("a", 1, True)]
+    assert out[3] == [("d", 0, False), ("d", 1, False), ("d", 2, True)]
+    assert sorted(x for batch in batches[:-1] for x in batch) == list("abcd") and len(batches) < 5

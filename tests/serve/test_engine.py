@@ -167,3 +167,18 @@ def test_explainer_shares_passes_across_requests_and_equals_one_by_one(tiny_mode
         assert t["scores"] == pytest.approx(a["scores"], rel=1e-4, abs=1e-5)
         assert (t["f_x"], t["f_baseline"]) == pytest.approx((a["f_x"], a["f_baseline"]), rel=1e-5, abs=1e-6)
         assert abs(sum(t["scores"]) - (t["f_x"] - t["f_baseline"])) == pytest.approx(t["delta"], abs=1e-5)
+
+
+def test_stream_many_equals_each_stream(engine):
+    reqs = [request("你好", seed=7, max_tokens=12, top_p=1.0), request("今天天气很不错", seed=7, max_tokens=12, top_p=1.0),
+            request("你是谁", seed=7, max_tokens=12, top_p=1.0, stop=["的", "我"]), request("吃饭了吗", max_tokens=5, temperature=0),
+            request("电影", seed=7, max_tokens=12, top_p=1.0)]
+    items = [engine.prepare(r, CFG) for r in reqs]
+    assert all(engine.streams_together(it) for it in items)
+    assert not engine.streams_together(engine.prepare(request("你好", n=2), CFG))
+    events = list(engine.stream_many(items))
+    for i, item in enumerate(items):
+        mine = [d for k, d in events if k == i]
+        alone = list(engine.stream(item))
+        assert [(d.text, d.finish_reason, d.tokens) for d in mine] == [(d.text, d.finish_reason, d.tokens) for d in alone]
+        assert mine[-1].finish_reason is not None and all(d.finish_reason is None for d in mine[:-1])
