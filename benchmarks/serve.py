@@ -10,6 +10,9 @@ both settings see the same drift in the load of this shared machine. Then overlo
 (`max_ongoing_requests` + `max_queued_requests`): how many answer 503, how fast, and whether every
 request came back (none stuck).
 
+Chat is measured twice: plain JSON replies and the same request streamed (`stream: true`, server-sent
+events read to `data: [DONE]`).
+
 Workload: a demo-sized dialogue model (the `tiny` preset, 4 layers x 256, vocabulary 1,302 and window
 256 as `liaotian demo` trains) and a FastMLM classifier of the same width, random init, saved with
 `save_pretrained` and loaded from their directories. Random weights rarely emit eos, so every chat
@@ -104,8 +107,9 @@ async def load(url: str, body: dict, concurrency: int, total: int) -> dict:
                 t0 = time.perf_counter()
                 try:
                     async with session.post(url, json=body) as r:
-                        await r.read()
-                        codes.append(r.status)
+                        data = await r.read()
+                        complete = not body.get("stream") or data.rstrip().endswith(b"data: [DONE]")
+                        codes.append(r.status if complete else -2)  # -2: a stream cut short
                 except (aiohttp.ClientError, asyncio.TimeoutError):
                     codes.append(-1)
                 latencies.append(time.perf_counter() - t0)
@@ -219,7 +223,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=32, help="new tokens per chat request (default 32)")
     ap.add_argument("--max-batch-size", type=int, default=32, help="@serve.batch max_batch_size (default 32)")
     ap.add_argument("--rounds", type=int, default=2, help="on/off alternations, pooled (default 2)")
-    ap.add_argument("--only", choices=["chat", "attribution"], help="measure one service only")
+    ap.add_argument("--only", choices=["chat", "attribution"], help="measure one service only (chat: with streaming)")
     args = ap.parse_args()
     counts = {1: 8, 8: 32, 32: 64} if args.quick else {1: 16, 8: 64, 32: 192}
 
@@ -234,9 +238,11 @@ def main() -> int:
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     body = chat_body(args.max_tokens)
-    targets = {"chat": (f"{base}/v1/chat/completions", body), "attribution": (f"{base}/v1/attributions", ATTR_BODY)}
+    targets = {"chat": (f"{base}/v1/chat/completions", body),
+               "chat stream": (f"{base}/v1/chat/completions", dict(body, stream=True)),
+               "attribution": (f"{base}/v1/attributions", ATTR_BODY)}
     if args.only:
-        targets = {args.only: targets[args.only]}
+        targets = {k: v for k, v in targets.items() if k.startswith(args.only)}
     measured: dict = {}
     floor: dict = {}
     over = ceiling = None
@@ -260,7 +266,7 @@ def main() -> int:
                         for c, n in counts.items():
                             m = asyncio.run(load(url, req, c, n))
                             measured.setdefault((name, batching, c), []).extend(m["runs"])
-                            print(f"round {rnd + 1} {name:<12} batching={'on ' if batching else 'off'} c={c:<3} "
+                            print(f"round {rnd + 1} {name:<13} batching={'on ' if batching else 'off'} c={c:<3} "
                                   f"{m['rps']:8.2f} req/s  p50 {m['p50_s']:.3f}s  p99 {m['p99_s']:.3f}s  "
                                   f"errors {m['errors']}  client CPU {100 * m['client_cpu']:.0f}%", flush=True)
                     if "chat" in targets:  # the HTTP floor: one new token per request, same proxy and replica
@@ -284,7 +290,8 @@ def main() -> int:
                  f"{models['vocab_size']}, fp32; attribution = IG steps 16 on a {len(REVIEW)}-char text, FastMLM "
                  f"classifier 4x256; 1 replica per app, num_cpus=1, max_ongoing_requests=64, max_queued_requests=256, "
                  f"max_batch_size={args.max_batch_size}, batch_wait_timeout_s=0.01; requests per concurrency {counts} "
-                 f"in each of {args.rounds} rounds (on, off, on, off...), pooled")
+                 f"in each of {args.rounds} rounds (on, off, on, off...), pooled; 'chat stream' = the chat request with "
+                 f"stream=true (server-sent events, the whole stream read)")
     for name in targets:
         for c in counts:
             on, off = measured[(name, True, c)], measured[(name, False, c)]
