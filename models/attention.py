@@ -43,9 +43,14 @@ class KVCache:
         return self.k[:, :, :need], self.v[:, :, :need]
 
     def reorder(self, index: torch.Tensor) -> None:
+        """Select/duplicate rows; only the `length` filled slots are copied (the capacity is kept)."""
         if self.k is not None:
-            self.k = self.k.index_select(0, index)
-            self.v = self.v.index_select(0, index)
+            self.k, self.v = self._select(self.k, index), self._select(self.v, index)
+
+    def _select(self, t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        out = t.new_empty(index.shape[0], *t.shape[1:])
+        torch.index_select(t[:, :, : self.length], 0, index, out=out[:, :, : self.length])
+        return out
 
 
 class SoftmaxAttention(nn.Module):

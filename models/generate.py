@@ -171,9 +171,11 @@ def _prefill(model, prompts: Sequence[Prompt], copies: int):
         mask[i, width - len(p.input_ids):] = True
     state = model.init_state(len(prompts))
     scores, state = model.step(ids.to(device), segments.to(device), state, token_mask=mask.to(device))
+    reply_segments = torch.tensor([p.reply_segment for p in prompts], device=device)
+    if copies == 1:  # one row per prompt already: no state copy
+        return scores[:, -1].float(), state, reply_segments
     index = torch.arange(len(prompts), device=device).repeat_interleave(copies)
-    reply_segments = torch.tensor([p.reply_segment for p in prompts], device=device)[index]
-    return scores[:, -1].float()[index], _reorder(state, index), reply_segments
+    return scores[:, -1].float()[index], _reorder(state, index), reply_segments[index]
 
 
 @torch.no_grad()
@@ -195,7 +197,11 @@ def _hits_stop(tokens: list[int], stop_strings: Sequence[str], decode_fn) -> boo
 
 def _decode_steps(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id: int, decode_fn=None):
     """Greedy or sampling. Yields, per step, each row's new reply token (None for finished rows);
-    returns one `Generation` per row (row = prompt i's candidate j at i * n + j)."""
+    returns one `Generation` per row (row = prompt i's candidate j at i * n + j).
+
+    Finished rows leave the batch (the state keeps only the running rows) once they make up a
+    quarter of it, so a long reply does not keep paying for the short ones beside it; every row's
+    tokens, rules and random draws are its own, so dropping rows changes no reply."""
     if cfg.stop_strings and decode_fn is None:
         raise ValueError("stop_strings need a decode_fn (token ids -> text)")
     _check_lengths(model, prompts, cfg)
@@ -204,37 +210,54 @@ def _decode_steps(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id:
     rows, device = scores.shape[0], scores.device
     generators = [torch.Generator().manual_seed(s) for s in _seeds(cfg, len(prompts))]
     generated = torch.zeros(rows, 0, dtype=torch.long, device=device)
-    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    alive = list(range(rows))  # batch position -> row, for the rows still in the batch
+    idle = 0  # rows in the batch that have finished (they idle on eos until dropped)
+    done = torch.zeros(rows, dtype=torch.bool, device=device)  # per batch position
     reasons: list[str | None] = [None] * rows
     replies: list[list[int]] = [[] for _ in range(rows)]
-    logprob = torch.zeros(rows, dtype=torch.float64, device=device)
+    logprob = [0.0] * rows
     for t in range(cfg.max_new_tokens):
         processed = apply_rules(rules, scores, generated)
         if cfg.strategy == "greedy":
             tokens = processed.argmax(dim=-1)
         else:
-            uniforms = torch.cat([torch.rand(1, generator=g) for g in generators])
+            uniforms = torch.cat([torch.rand(1, generator=generators[r]) for r in alive])
             tokens = sample_from(processed, uniforms.to(device))
-        tokens = torch.where(done, torch.full_like(tokens, eos_id), tokens)  # finished rows idle on eos
+        if idle:
+            tokens = torch.where(done, torch.full_like(tokens, eos_id), tokens)  # finished rows idle on eos
         step_lp = torch.log_softmax(scores, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
-        logprob += torch.where(done, torch.zeros_like(step_lp), step_lp).double()
         new: list[int | None] = [None] * rows
-        for r in torch.nonzero(~done).flatten().tolist():
-            token = int(tokens[r])
+        finished = []
+        for i, (r, token, lp) in enumerate(zip(alive, tokens.tolist(), step_lp.double().tolist())):
+            if reasons[r] is not None:
+                continue
+            logprob[r] += lp
             if token == eos_id:
                 reasons[r] = "stop"
+                finished.append(i)
                 continue
             replies[r].append(token)
             new[r] = token
             if cfg.stop_strings and _hits_stop(replies[r], cfg.stop_strings, decode_fn):
                 reasons[r] = "stop"
-        done = torch.tensor([r is not None for r in reasons], device=device)
+                finished.append(i)
         yield new
-        if bool(done.all()) or t + 1 == cfg.max_new_tokens:
+        idle += len(finished)
+        if idle == len(alive) or t + 1 == cfg.max_new_tokens:
             break
         generated = torch.cat([generated, tokens[:, None]], dim=1)
+        if finished:
+            done[finished] = True
+        if idle and 4 * idle >= len(alive):  # drop the finished rows from the batch
+            keep = [i for i in range(len(alive)) if not done[i]]
+            index = torch.tensor(keep, device=device)
+            alive = [alive[i] for i in keep]
+            tokens, segments, generated = tokens[index], segments[index], generated[index]
+            state = _reorder(state, index)
+            done = torch.zeros(len(alive), dtype=torch.bool, device=device)
+            idle = 0
         scores, state = _advance(model, tokens, segments, state)
-    return [Generation(replies[r], reasons[r] or "length", float(logprob[r])) for r in range(rows)]
+    return [Generation(replies[r], reasons[r] or "length", logprob[r]) for r in range(rows)]
 
 
 def _beam_search(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id: int) -> list[list[Generation]]:
@@ -323,3 +346,13 @@ def stream(model, prompt: Prompt, cfg: DecodingConfig, eos_id: int, decode_fn=No
     for new in _decode_steps(model, [prompt], cfg, eos_id, decode_fn):
         if new[0] is not None:
             yield new[0]
+
+
+def stream_batch(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id: int, decode_fn=None) -> Iterator[list]:
+    """Greedy or sampling for several prompts (n=1) as one batch, step by step: yields per step one
+    entry per prompt, its new token id or None (finished: eos, a stop string, or an earlier end).
+    Prompt i's tokens equal `stream(model, prompts[i], cfg, eos_id)` with the same seed."""
+    if cfg.n != 1 or cfg.strategy == "beam":
+        raise ValueError("stream_batch decodes one candidate per prompt without beam search")
+    if prompts:
+        yield from _decode_steps(model, prompts, cfg, eos_id, decode_fn)

@@ -11,9 +11,13 @@ Each deployment is its own FastAPI ingress (`__serve_build_asgi_app__`), so an o
 answers 503 from the proxy (`max_queued_requests`) without a hop through another replica.
 
 Batching: with `serve.<app>.batching` on, concurrent requests on a replica are gathered by
-`@serve.batch` (up to `max_batch_size`, waiting at most `batch_wait_timeout_s`) and decoded as one
-batch; off, a replica serves one request at a time (the benchmark's baseline). Streaming requests are
-decoded one at a time under the same lock as unbatched ones.
+`serve.batching.AdaptiveBatcher` (up to `max_batch_size`; a batch waits at most `batch_wait_timeout_s`
+for as many requests as the recent load, so a lone request is not delayed and a closed loop of
+clients is not split into groups that take turns, as `@serve.batch`'s fixed timeout did) and decoded
+as one batch; off, a replica serves one request at a time (the benchmark's baseline). Streaming
+requests with one choice and no reranking are batched the same way (`StreamBatcher`: each stream gets
+its deltas step by step from the shared decode); the others are decoded one at a time under the same
+lock as unbatched ones.
 
 `liaotian serve --config FILE` starts both; `serve run serve.app:build_app config=FILE` (or the YAML
 `serve/serve_config.yaml` through `serve run` / `serve deploy`) runs them with Ray Serve's own CLI.
@@ -30,6 +34,7 @@ from ray import serve
 
 from liaotian.config import ConfigError, from_dict, to_dict
 from serve.api import create_app
+from serve.batching import AdaptiveBatcher, StreamBatcher
 from serve.config import DeploymentSection, ServeConfig
 from serve.engine import ChatEngine, Explainer, iterate_in_thread
 
@@ -60,8 +65,10 @@ class ChatBot:
         self.model_id = self.cfg.model_name
         self.section = self.cfg.chat
         self._lock = asyncio.Lock()  # the unbatched and streaming paths: one decode at a time
-        self._generate_batch.set_max_batch_size(self.section.max_batch_size)
-        self._generate_batch.set_batch_wait_timeout_s(self.section.batch_wait_timeout_s)
+        self.batcher = AdaptiveBatcher(self.engine.run_batch, self.section.max_batch_size,
+                                       self.section.batch_wait_timeout_s)
+        self.stream_batcher = StreamBatcher(self.engine.stream_many, self.section.max_batch_size,
+                                            self.section.batch_wait_timeout_s, lambda d: d.finish_reason is not None)
 
     def __serve_build_asgi_app__(self):
         return create_app(self.cfg, chat=self, page=True)
@@ -75,15 +82,15 @@ class ChatBot:
 
     async def complete(self, prepared):
         if self.section.batching:
-            return await self._generate_batch(prepared)
+            return await self.batcher(prepared)
         async with self._lock:
             return (await asyncio.to_thread(self.engine.run_batch, [prepared]))[0]
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _generate_batch(self, items: list) -> list:
-        return await asyncio.to_thread(self.engine.run_batch, items)
-
     async def stream(self, prepared):
+        if self.section.batching and self.engine.streams_together(prepared):
+            async for delta in self.stream_batcher.stream(prepared):
+                yield delta
+            return
         async with self._lock:
             async for delta in iterate_in_thread(lambda: self.engine.stream(prepared)):
                 yield delta
@@ -99,8 +106,8 @@ class Attributor:
         self.explainer = Explainer(classifier_dir=classifier_dir, chat_dir=chat_dir, default_steps=self.cfg.ig_steps)
         self.section = self.cfg.attribution
         self._lock = asyncio.Lock()
-        self._explain_batch.set_max_batch_size(self.section.max_batch_size)
-        self._explain_batch.set_batch_wait_timeout_s(self.section.batch_wait_timeout_s)
+        self.batcher = AdaptiveBatcher(self.explainer.explain, self.section.max_batch_size,
+                                       self.section.batch_wait_timeout_s)
 
     def __serve_build_asgi_app__(self):
         return full_paths(create_app(self.cfg, attribution=self, page=False))
@@ -114,13 +121,9 @@ class Attributor:
 
     async def attribute(self, prepared) -> dict:
         if self.section.batching:
-            return await self._explain_batch(prepared)
+            return await self.batcher(prepared)
         async with self._lock:
             return (await asyncio.to_thread(self.explainer.explain, [prepared]))[0]
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _explain_batch(self, items: list) -> list:
-        return await asyncio.to_thread(self.explainer.explain, items)
 
 
 # ---------------------------------------------------------------------------------------------

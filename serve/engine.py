@@ -8,7 +8,8 @@ reranks them with `models.rerank` and an MLM. `run_batch(items)` decodes many re
 with the same decoding settings share one `generate` call (one padded batch).
 
 `Explainer(classifier_dir=None, chat_dir=None)`: `models.attribution.integrated_gradients` for the
-classifier (a text) and for the dialogue model (which context tokens drove a reply).
+classifier (a text) and for the dialogue model (which context tokens drove a reply); several requests
+share their forward/backward passes (`models.attribution.integrated_gradients_many`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 
 from serve.api import AttributionRequest, ChatCompletionRequest, RequestError, RerankOptions
 from serve.config import ServeConfig
+from serve.kernels import MIN_ROWS, PackedLinears
 
 
 def read_model_type(model_dir) -> str:
@@ -98,6 +100,7 @@ class ChatEngine:
         if read_model_type(model_dir) != "dialog_lm":
             raise ValueError(f"{model_dir}: not a dialogue model (model_type {read_model_type(model_dir)!r})")
         self.max_len = int(self.model.config.max_len)
+        self.kernels = PackedLinears(self.model)  # oneDNN for batched rows, MKL for one row (serve.kernels)
         eos = getattr(self.model.config, "eos_id", None)
         self.eos_id = int(self.tok.sep_id if eos is None else eos)
         self.mlm = self.mlm_tok = None
@@ -167,8 +170,9 @@ class ChatEngine:
         results: list[ChatResult | None] = [None] * len(items)
         for members in groups.values():
             decoding = items[members[0]].decoding
-            gens = generate(self.model, [items[i].prompt for i in members], decoding, self.eos_id,
-                            decode_fn=self.decode if decoding.stop_strings else None)
+            with self.kernels.active(len(members) * decoding.n >= MIN_ROWS):
+                gens = generate(self.model, [items[i].prompt for i in members], decoding, self.eos_id,
+                                decode_fn=self.decode if decoding.stop_strings else None)
             for i, g in zip(members, gens):
                 results[i] = self._finish(items[i], g)
         return results
@@ -203,6 +207,57 @@ class ChatEngine:
                 if len(ids) < cfg.max_new_tokens:
                     reason = "stop"
             yield StreamDelta(j, text[sent:], reason, len(ids) - counted, item.prompt_tokens)
+
+    @staticmethod
+    def streams_together(item: PreparedChat) -> bool:
+        """Whether `stream_many` can decode this request in a shared batch (one choice, no reranking)."""
+        return item.n == 1 and item.rerank is None and item.decoding.strategy != "beam"
+
+    def stream_many(self, items: list[PreparedChat]) -> Iterator[tuple[int, StreamDelta]]:
+        """`stream` for several one-choice requests decoded as shared batches (requests with equal
+        decoding settings share one): (item index, delta) pairs, each item's deltas in order and
+        equal to `stream(item)`'s with the same seed; an item's last delta comes as soon as it ends."""
+        from models.generate import stream_batch
+
+        groups: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            if not self.streams_together(item):
+                raise ValueError("stream_many takes one-choice requests without reranking")
+            groups.setdefault(repr(dataclasses.astuple(item.decoding)), []).append(i)
+        for members in groups.values():
+            cfg = items[members[0]].decoding
+            ids = {i: [] for i in members}
+            sent = {i: 0 for i in members}
+            counted = {i: 0 for i in members}
+            open_ = set(members)
+            with self.kernels.active(len(members) >= MIN_ROWS):
+                for step in stream_batch(self.model, [items[i].prompt for i in members], cfg, self.eos_id,
+                                         decode_fn=self.decode if cfg.stop_strings else None):
+                    for i, token in zip(members, step):
+                        if i not in open_:
+                            continue
+                        item = items[i]
+                        if token is None:  # ended on eos at this step
+                            open_.discard(i)
+                            yield i, StreamDelta(0, self.decode(ids[i])[sent[i]:], "stop", len(ids[i]) - counted[i],
+                                                 item.prompt_tokens)
+                            continue
+                        ids[i].append(token)
+                        text = self.decode(ids[i])
+                        cut = _stop_cut(text, item.stop)
+                        if cut is not None:
+                            open_.discard(i)
+                            yield i, StreamDelta(0, text[:cut][sent[i]:], "stop", len(ids[i]) - counted[i],
+                                                 item.prompt_tokens)
+                            continue
+                        upto = len(text) - _holdback(text, item.stop)
+                        counted[i] += 1
+                        yield i, StreamDelta(0, text[sent[i]:upto] if upto > sent[i] else "", None, 1, item.prompt_tokens)
+                        sent[i] = max(sent[i], upto)
+            for i in sorted(open_):  # max_tokens reached
+                reason = "stop" if len(ids[i]) < cfg.max_new_tokens else "length"
+                yield i, StreamDelta(0, self.decode(ids[i])[sent[i]:], reason, len(ids[i]) - counted[i],
+                                     items[i].prompt_tokens)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,10 +344,10 @@ class Explainer:
     def _tokens(self, tok, ids) -> list[str]:
         return [tok.decode([i], skip_special=False) or "␣" for i in ids]
 
-    def explain_one(self, p: PreparedAttribution) -> dict:
-        from models.attribution import integrated_gradients
-
+    def _call(self, p: PreparedAttribution):
+        """-> (an `integrated_gradients` call as (model, input_ids, target, kwargs), finish(attribution) -> dict)."""
         out: dict = {"kind": p.kind}
+        kw = dict(baseline=p.baseline, steps=p.steps, method=p.method)
         if p.kind == "classifier":
             model, tok = self.classifier, self.cls_tok
             x = torch.tensor([p.input_ids])
@@ -300,28 +355,49 @@ class Explainer:
                 # post-hoc logit adjustment (a constant shift per class) changes the decision, not F's gradient
                 probs = torch.softmax(self.predict_logits(model(x).logits.float()), dim=-1)[0]
             target = int(probs.argmax()) if p.target is None else p.target
-            a = integrated_gradients(model, x, target, baseline=p.baseline, steps=p.steps, method=p.method,
-                                     pad_id=tok.pad_id)
             out.update(label=target, probability=float(probs[target]),
                        label_name=self.label_names[target] if self.label_names and target < len(self.label_names) else None,
                        probabilities=[float(v) for v in probs])
-            scores, tokens = a.token_scores.tolist(), self._tokens(tok, p.input_ids)
+            call = (model, x, target, dict(kw, pad_id=tok.pad_id))
+
+            def finish(a):
+                out.update(tokens=self._tokens(tok, p.input_ids), scores=a.token_scores.tolist())
+                return out
         else:
             model, tok = self.chat, self.chat_tok
-            a = integrated_gradients(model, torch.tensor([p.input_ids]), p.reply_ids, baseline=p.baseline,
-                                     steps=p.steps, method=p.method, segment_ids=torch.tensor([p.segment_ids]),
-                                     pad_id=tok.pad_id)
+            call = (model, torch.tensor([p.input_ids]), p.reply_ids,
+                    dict(kw, segment_ids=torch.tensor([p.segment_ids]), pad_id=tok.pad_id))
             n = len(p.input_ids)
-            scores, tokens = a.token_scores.tolist()[:n], self._tokens(tok, p.input_ids)
-            out.update(reply_tokens=self._tokens(tok, p.reply_ids),
-                       reply_scores=a.token_scores.tolist()[n:])
-        out.update(tokens=tokens, scores=scores, f_x=float(a.f_x), f_baseline=float(a.f_baseline),
-                   delta=float(a.delta), steps=int(a.steps), method=a.method, baseline=p.baseline)
-        return out
+
+            def finish(a):
+                scores = a.token_scores.tolist()
+                out.update(reply_tokens=self._tokens(tok, p.reply_ids), reply_scores=scores[n:],
+                           tokens=self._tokens(tok, p.input_ids), scores=scores[:n])
+                return out
+
+        def done(a) -> dict:
+            result = finish(a)
+            result.update(f_x=float(a.f_x), f_baseline=float(a.f_baseline), delta=float(a.delta), steps=int(a.steps),
+                          method=a.method, baseline=p.baseline)
+            return result
+
+        return call, done
+
+    def explain_one(self, p: PreparedAttribution) -> dict:
+        from models.attribution import integrated_gradients
+
+        (model, ids, target, kw), done = self._call(p)
+        return done(integrated_gradients(model, ids, target, **kw))
 
     def explain(self, items: list[PreparedAttribution]) -> list[dict]:
-        """One result per item, in order (IG batches the interpolation points of each item)."""
-        return [self.explain_one(p) for p in items]
+        """One result per item, in order. Several items share their forward/backward passes
+        (`models.attribution.integrated_gradients_many`); each keeps its own settings and node choice."""
+        from models.attribution import integrated_gradients_many
+
+        if len(items) <= 1:
+            return [self.explain_one(p) for p in items]
+        calls, finish = zip(*(self._call(p) for p in items))
+        return [done(a) for done, a in zip(finish, integrated_gradients_many(calls))]
 
 
 # ---------------------------------------------------------------------------------------------

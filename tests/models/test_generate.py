@@ -225,3 +225,24 @@ def test_dialog_lm_batched_streamed_and_beam_agree(attention, self_terminating):
         assert list(stream(model, p, sample, EOS)) == row[0].token_ids
     if self_terminating:  # p(eos) >= 1 - (1 - eps)^t: greedy must stop once that passes 1/2 (t >= 14)
         assert all(r[0].finish_reason == "stop" and len(r[0].token_ids) < 14 for r in batched)
+
+
+def test_finished_rows_leave_the_batch_and_replies_do_not_change():
+    class Recording(TableLM):
+        def step(self, input_ids, segment_ids, state, token_mask=None):
+            self.rows.append(input_ids.shape[0])
+            return super().step(input_ids, segment_ids, state, token_mask)
+
+    model = Recording(eos_slope=0.6)
+    model.rows = []
+    cfg = DecodingConfig(seed=5, top_p=1.0, consistent=False, n=4, max_new_tokens=30)
+    batched = generate(model, PROMPTS, cfg, EOS)
+    lengths = sorted(len(g.token_ids) for row in batched for g in row)
+    assert lengths[0] < lengths[-1]  # rows end at different steps
+    assert model.rows[0] == len(PROMPTS) and model.rows[1] == 4 * len(PROMPTS) and model.rows[-1] < 4 * len(PROMPTS)
+    assert all(a >= b for a, b in zip(model.rows[1:], model.rows[2:]))  # the batch only shrinks
+    for j in range(4):
+        single = [generate(model, [p], DecodingConfig(seed=5 + j, top_p=1.0, consistent=False, max_new_tokens=30), EOS)[0][0]
+                  for p in PROMPTS]
+        assert [row[j].token_ids for row in batched] == [g.token_ids for g in single]
+        assert [row[j].logprob for row in batched] == pytest.approx([g.logprob for g in single], abs=1e-5)

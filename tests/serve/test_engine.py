@@ -138,3 +138,47 @@ def test_default_explanation_is_adaptive_and_meets_the_completeness_tolerance(ti
     gap = abs(out["f_x"] - out["f_baseline"])
     assert out["delta"] <= 0.01 * gap + 1e-6 or out["steps"] >= 257
     assert abs(sum(out["scores"]) - (out["f_x"] - out["f_baseline"])) == pytest.approx(out["delta"], abs=1e-5)
+
+
+def test_explainer_shares_passes_across_requests_and_equals_one_by_one(tiny_models, monkeypatch):
+    import models.attribution as A
+
+    ex = Explainer(tiny_models["classifier"], tiny_models["dialog"], default_steps="auto")
+    bodies = [{"text": "开心"}, {"text": "今天天气很不错，我很开心", "steps": 16}, {"text": "难过", "steps": "auto"},
+              {"text": "电影音乐", "steps": 8, "method": "riemann_trapezoid"},
+              {"messages": [{"role": "user", "content": "你好"}], "reply": "好的"},
+              {"messages": [{"role": "user", "content": "今天吃饭了吗"}, {"role": "assistant", "content": "吃了"},
+                            {"role": "user", "content": "喜欢电影吗"}], "reply": "喜欢", "steps": 16}]
+    items = [ex.prepare(AttributionRequest.model_validate(b)) for b in bodies]
+    passes = []
+    real = A._SharedEvaluator._run_if_ready
+
+    def counting(self):
+        before = self.passes
+        real(self)
+        if self.passes > before:
+            passes.append(len(self.results))
+    monkeypatch.setattr(A._SharedEvaluator, "_run_if_ready", counting)
+    together = ex.explain(items)
+    alone = [ex.explain([it])[0] for it in items]
+    assert passes and max(passes) == len(items)  # one pass served every request at once
+    for t, a in zip(together, alone):
+        assert t.keys() == a.keys() and t["tokens"] == a["tokens"] and t["steps"] == a["steps"]
+        assert t["scores"] == pytest.approx(a["scores"], rel=1e-4, abs=1e-5)
+        assert (t["f_x"], t["f_baseline"]) == pytest.approx((a["f_x"], a["f_baseline"]), rel=1e-5, abs=1e-6)
+        assert abs(sum(t["scores"]) - (t["f_x"] - t["f_baseline"])) == pytest.approx(t["delta"], abs=1e-5)
+
+
+def test_stream_many_equals_each_stream(engine):
+    reqs = [request("你好", seed=7, max_tokens=12, top_p=1.0), request("今天天气很不错", seed=7, max_tokens=12, top_p=1.0),
+            request("你是谁", seed=7, max_tokens=12, top_p=1.0, stop=["的", "我"]), request("吃饭了吗", max_tokens=5, temperature=0),
+            request("电影", seed=7, max_tokens=12, top_p=1.0)]
+    items = [engine.prepare(r, CFG) for r in reqs]
+    assert all(engine.streams_together(it) for it in items)
+    assert not engine.streams_together(engine.prepare(request("你好", n=2), CFG))
+    events = list(engine.stream_many(items))
+    for i, item in enumerate(items):
+        mine = [d for k, d in events if k == i]
+        alone = list(engine.stream(item))
+        assert [(d.text, d.finish_reason, d.tokens) for d in mine] == [(d.text, d.finish_reason, d.tokens) for d in alone]
+        assert mine[-1].finish_reason is not None and all(d.finish_reason is None for d in mine[:-1])
