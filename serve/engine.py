@@ -25,7 +25,6 @@ import torch
 
 from serve.api import AttributionRequest, ChatCompletionRequest, RequestError, RerankOptions
 from serve.config import ServeConfig
-from serve.kernels import MIN_ROWS, PackedLinears
 
 
 def read_model_type(model_dir) -> str:
@@ -100,7 +99,6 @@ class ChatEngine:
         if read_model_type(model_dir) != "dialog_lm":
             raise ValueError(f"{model_dir}: not a dialogue model (model_type {read_model_type(model_dir)!r})")
         self.max_len = int(self.model.config.max_len)
-        self.kernels = PackedLinears(self.model)  # oneDNN for batched rows, MKL for one row (serve.kernels)
         eos = getattr(self.model.config, "eos_id", None)
         self.eos_id = int(self.tok.sep_id if eos is None else eos)
         self.mlm = self.mlm_tok = None
@@ -170,9 +168,8 @@ class ChatEngine:
         results: list[ChatResult | None] = [None] * len(items)
         for members in groups.values():
             decoding = items[members[0]].decoding
-            with self.kernels.active(len(members) * decoding.n >= MIN_ROWS):
-                gens = generate(self.model, [items[i].prompt for i in members], decoding, self.eos_id,
-                                decode_fn=self.decode if decoding.stop_strings else None)
+            gens = generate(self.model, [items[i].prompt for i in members], decoding, self.eos_id,
+                            decode_fn=self.decode if decoding.stop_strings else None)
             for i, g in zip(members, gens):
                 results[i] = self._finish(items[i], g)
         return results
@@ -230,30 +227,29 @@ class ChatEngine:
             sent = {i: 0 for i in members}
             counted = {i: 0 for i in members}
             open_ = set(members)
-            with self.kernels.active(len(members) >= MIN_ROWS):
-                for step in stream_batch(self.model, [items[i].prompt for i in members], cfg, self.eos_id,
-                                         decode_fn=self.decode if cfg.stop_strings else None):
-                    for i, token in zip(members, step):
-                        if i not in open_:
-                            continue
-                        item = items[i]
-                        if token is None:  # ended on eos at this step
-                            open_.discard(i)
-                            yield i, StreamDelta(0, self.decode(ids[i])[sent[i]:], "stop", len(ids[i]) - counted[i],
-                                                 item.prompt_tokens)
-                            continue
-                        ids[i].append(token)
-                        text = self.decode(ids[i])
-                        cut = _stop_cut(text, item.stop)
-                        if cut is not None:
-                            open_.discard(i)
-                            yield i, StreamDelta(0, text[:cut][sent[i]:], "stop", len(ids[i]) - counted[i],
-                                                 item.prompt_tokens)
-                            continue
-                        upto = len(text) - _holdback(text, item.stop)
-                        counted[i] += 1
-                        yield i, StreamDelta(0, text[sent[i]:upto] if upto > sent[i] else "", None, 1, item.prompt_tokens)
-                        sent[i] = max(sent[i], upto)
+            for step in stream_batch(self.model, [items[i].prompt for i in members], cfg, self.eos_id,
+                                     decode_fn=self.decode if cfg.stop_strings else None):
+                for i, token in zip(members, step):
+                    if i not in open_:
+                        continue
+                    item = items[i]
+                    if token is None:  # ended on eos at this step
+                        open_.discard(i)
+                        yield i, StreamDelta(0, self.decode(ids[i])[sent[i]:], "stop", len(ids[i]) - counted[i],
+                                             item.prompt_tokens)
+                        continue
+                    ids[i].append(token)
+                    text = self.decode(ids[i])
+                    cut = _stop_cut(text, item.stop)
+                    if cut is not None:
+                        open_.discard(i)
+                        yield i, StreamDelta(0, text[:cut][sent[i]:], "stop", len(ids[i]) - counted[i],
+                                             item.prompt_tokens)
+                        continue
+                    upto = len(text) - _holdback(text, item.stop)
+                    counted[i] += 1
+                    yield i, StreamDelta(0, text[sent[i]:upto] if upto > sent[i] else "", None, 1, item.prompt_tokens)
+                    sent[i] = max(sent[i], upto)
             for i in sorted(open_):  # max_tokens reached
                 reason = "stop" if len(ids[i]) < cfg.max_new_tokens else "length"
                 yield i, StreamDelta(0, self.decode(ids[i])[sent[i]:], reason, len(ids[i]) - counted[i],
