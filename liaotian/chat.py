@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from models.checkpoint import load_pretrained
     from pipelines.tokenizer import load_tokenizer
 
-    load_config_from_args(args)  # validates --config / --set; decoding comes from the flags
+    cfg = load_config_from_args(args)  # validates --config / --set; decoding comes from the flags
     if args.rerank and args.strategy == "greedy":
         print("liaotian chat: --rerank needs different candidates: use --strategy sample or beam", file=sys.stderr)
         return 2
@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pipelines.dialogue import non_reply_ids
 
+    model.set_decode_precision(cfg.serve.decode_precision)  # as served: auto = bf16 where native
     tok = load_tokenizer(args.model_dir)
     decoding = dataclasses.replace(decoding, banned_ids=non_reply_ids(tok))
     session = ChatSession(model, tok, decoding, mlm, mlm_tok, args.alpha)

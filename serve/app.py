@@ -54,6 +54,18 @@ def full_paths(app):
     return asgi
 
 
+def replica_device(section) -> str:
+    """The replica's torch device: a GPU when its deployment asks for one (Ray then sets
+    CUDA_VISIBLE_DEVICES to it), else the CPU."""
+    if section.num_gpus <= 0:
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"num_gpus={section.num_gpus} but this replica sees no CUDA device")
+    return "cuda"
+
+
 @serve.deployment(name="ChatBot", health_check_period_s=10, health_check_timeout_s=30)
 @serve.ingress()
 class ChatBot:
@@ -61,9 +73,10 @@ class ChatBot:
 
     def __init__(self, cfg: dict, model_dir: str, rerank_dir: str | None = None):
         self.cfg = from_dict(ServeConfig, cfg)
-        self.engine = ChatEngine(model_dir, rerank_dir)
         self.model_id = self.cfg.model_name
         self.section = self.cfg.chat
+        self.engine = ChatEngine(model_dir, rerank_dir, device=replica_device(self.section),
+                                 decode_precision=self.cfg.decode_precision)
         self._lock = asyncio.Lock()  # the unbatched and streaming paths: one decode at a time
         self.batcher = AdaptiveBatcher(self.engine.run_batch, self.section.max_batch_size,
                                        self.section.batch_wait_timeout_s)
@@ -103,8 +116,9 @@ class Attributor:
 
     def __init__(self, cfg: dict, classifier_dir: str | None = None, chat_dir: str | None = None):
         self.cfg = from_dict(ServeConfig, cfg)
-        self.explainer = Explainer(classifier_dir=classifier_dir, chat_dir=chat_dir, default_steps=self.cfg.ig_steps)
         self.section = self.cfg.attribution
+        self.explainer = Explainer(classifier_dir=classifier_dir, chat_dir=chat_dir, default_steps=self.cfg.ig_steps,
+                                   device=replica_device(self.section))
         self._lock = asyncio.Lock()
         self.batcher = AdaptiveBatcher(self.explainer.explain, self.section.max_batch_size,
                                        self.section.batch_wait_timeout_s)

@@ -94,10 +94,11 @@ def _holdback(text: str, stops: list[str]) -> int:
 
 
 class ChatEngine:
-    def __init__(self, model_dir, rerank_dir=None, device: str = "cpu"):
+    def __init__(self, model_dir, rerank_dir=None, device: str = "cpu", decode_precision: str = "fp32"):
         self.model, self.tok = _load(model_dir, device)
         if read_model_type(model_dir) != "dialog_lm":
             raise ValueError(f"{model_dir}: not a dialogue model (model_type {read_model_type(model_dir)!r})")
+        self.model.set_decode_precision(decode_precision)  # the context and the KV cache stay fp32
         self.max_len = int(self.model.config.max_len)
         eos = getattr(self.model.config, "eos_id", None)
         self.eos_id = int(self.tok.sep_id if eos is None else eos)
@@ -287,6 +288,7 @@ class Explainer:
     def __init__(self, classifier_dir=None, chat_dir=None, default_steps: int | str = "auto", device: str = "cpu"):
         if classifier_dir is None and chat_dir is None:
             raise ValueError("Explainer needs a classifier or a dialogue model directory")
+        self.device = device
         self.default_steps = default_steps
         self.classifier = self.cls_tok = self.chat = self.chat_tok = None
         self.label_names: list[str] | None = None
@@ -346,7 +348,7 @@ class Explainer:
         kw = dict(baseline=p.baseline, steps=p.steps, method=p.method)
         if p.kind == "classifier":
             model, tok = self.classifier, self.cls_tok
-            x = torch.tensor([p.input_ids])
+            x = torch.tensor([p.input_ids], device=self.device)
             with torch.no_grad():
                 # post-hoc logit adjustment (a constant shift per class) changes the decision, not F's gradient
                 probs = torch.softmax(self.predict_logits(model(x).logits.float()), dim=-1)[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 
 from serve.api import AttributionRequest, ChatCompletionRequest
 from serve.config import ServeConfig
@@ -182,3 +183,19 @@ def test_stream_many_equals_each_stream(engine):
         alone = list(engine.stream(item))
         assert [(d.text, d.finish_reason, d.tokens) for d in mine] == [(d.text, d.finish_reason, d.tokens) for d in alone]
         assert mine[-1].finish_reason is not None and all(d.finish_reason is None for d in mine[:-1])
+
+
+def test_decode_precision_reaches_the_model_and_is_validated(tiny_models):
+    from liaotian.config import ConfigError
+    from models.precision import resolve_precision
+
+    bf16 = ChatEngine(tiny_models["dialog"], decode_precision="bf16")
+    assert bf16.model.decode_precision == "bf16"
+    assert ChatEngine(tiny_models["dialog"]).model.decode_precision == "fp32"
+    assert ServeConfig().decode_precision == "auto"  # the served default: bf16 where the device runs it natively
+    auto = ChatEngine(tiny_models["dialog"], decode_precision="auto")
+    assert auto.model._decoding_weights().dtype == (None if resolve_precision("auto") is None else torch.bfloat16)
+    reply = bf16.run_batch([bf16.prepare(request("你好", seed=3, max_tokens=6), CFG)])[0]
+    assert 1 <= reply.choices[0].completion_tokens <= 6
+    with pytest.raises(ConfigError, match="decode_precision"):
+        ServeConfig(decode_precision="fp16")
