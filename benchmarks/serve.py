@@ -168,7 +168,8 @@ def in_process_ceiling(model_dir: str, max_tokens: int, rows: int = 32, repeats:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        engine, cfg = ChatEngine(model_dir), ServeConfig(max_new_tokens=max(64, max_tokens))
+        cfg = ServeConfig(max_new_tokens=max(64, max_tokens))
+        engine = ChatEngine(model_dir, decode_precision=cfg.decode_precision)  # as the deployment decodes
         items = [engine.prepare(ChatCompletionRequest.model_validate(chat_body(max_tokens)), cfg)
                  for i in range(rows)]
         engine.run_batch(items[:4]), engine.run_batch(items[:1])  # warm-up
@@ -285,9 +286,17 @@ def main() -> int:
             serve.shutdown()
 
     rows, notes = [], []
+
+    def decode_precision() -> str:
+        from models.precision import resolve_precision
+        from serve.config import ServeConfig
+
+        name = ServeConfig().decode_precision
+        return f"{name} -> {'bf16' if resolve_precision(name) is not None else 'fp32'} (serve.decode_precision)"
+
     notes.append(f"workload: chat = 1 user turn ({len(PROMPT)} chars), max_tokens={args.max_tokens} (random weights: every "
                  f"reply is {args.max_tokens} tokens), top_p=1, consistent sampling; DialogLM tiny 4x256, vocab "
-                 f"{models['vocab_size']}, fp32; attribution = IG steps 16 on a {len(REVIEW)}-char text, FastMLM "
+                 f"{models['vocab_size']}, decoding weights {decode_precision()}; attribution = IG steps 16 on a {len(REVIEW)}-char text, FastMLM "
                  f"classifier 4x256; 1 replica per app, num_cpus=1, max_ongoing_requests=64, max_queued_requests=256, "
                  f"max_batch_size={args.max_batch_size}, batch_wait_timeout_s=0.01; requests per concurrency {counts} "
                  f"in each of {args.rounds} rounds (on, off, on, off...), pooled; 'chat stream' = the chat request with "
