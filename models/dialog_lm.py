@@ -251,7 +251,8 @@ class DialogLM(PretrainedMixin, nn.Module):
         return self
 
     def _weights_signature(self):
-        return tuple((p.data_ptr(), p._version) for p in self.parameters())
+        # inference tensors (a model built under torch.inference_mode) keep no version counter
+        return tuple((p.data_ptr(), 0 if p.is_inference() else p._version) for p in self.parameters())
 
     def _decoding_weights(self) -> _DecodeWeights:
         dtype = resolve_precision(self.decode_precision, self.token_embedding.weight.device)
