@@ -15,18 +15,14 @@ from __future__ import annotations
 import argparse
 import time
 
-try:
-    from benchmarks.common import emit, print_table, result
-except ImportError:  # run as a script: common puts the repo root on sys.path
-    from common import emit, print_table, result
+from benchmarks.common import emit, print_table, result  # run as a module: python -m benchmarks.gpu
 
 import torch  # noqa: E402
 
-from models.dialog_lm import DialogLM, DialogLMConfig  # noqa: E402
+from benchmarks import models as cpu_bench  # noqa: E402  the CPU benchmark's shapes and model builders
 from models.precision import resolve_precision  # noqa: E402
 
-VOCAB, D, H, L = 13088, 384, 6, 6
-LOSS_SHARE = 0.7
+VOCAB, LOSS_SHARE = cpu_bench.VOCAB, cpu_bench.LOSS_SHARE
 
 
 def timed(fn, reps: int, warmup: int = 2) -> float:
@@ -43,19 +39,12 @@ def timed(fn, reps: int, warmup: int = 2) -> float:
     return best
 
 
-def ours_lm(max_len=512, attention="softmax", n_layer=L) -> DialogLM:
-    torch.manual_seed(0)
-    cfg = DialogLMConfig(vocab_size=VOCAB, max_len=max_len, n_layer=n_layer, n_head=H, d_model=D, dropout=0.0, attention=attention)
-    return DialogLM(cfg).cuda()
+def ours_lm(max_len=512, attention="softmax", n_layer=cpu_bench.L):
+    return cpu_bench.ours_lm(max_len, attention, n_layer).cuda()
 
 
 def hf_lm(max_len=512):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=VOCAB, n_positions=max_len, n_embd=D, n_layer=L, n_head=H,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=2, eos_token_id=3, pad_token_id=0)
-    return GPT2LMHeadModel(cfg).cuda()
+    return cpu_bench.hf_lm(max_len).cuda()
 
 
 def bench_training(reps: int) -> list[dict]:
