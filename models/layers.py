@@ -194,6 +194,8 @@ def cross_entropy_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     """(N,V) logits (any float dtype), (N,) targets -> (N,) float32 negative log-likelihoods."""
     if logits.dim() != 2:
         raise ValueError(f"cross_entropy_rows expects (N, V) logits, got shape {tuple(logits.shape)}")
+    if logits.device.type != "cpu":  # cache-sized chunks are a CPU matter; on a GPU they are ~2,000 tiny launches a step
+        return F.cross_entropy(logits.float(), targets, reduction="none")
     return _RowCrossEntropy.apply(logits, targets)
 
 
