@@ -93,6 +93,38 @@ def _holdback(text: str, stops: list[str]) -> int:
     return best
 
 
+class _ReplyText:
+    """One streamed reply: token ids in, text deltas out; a stop string is held back, never sent.
+
+    `push` counts each token whose delta it sends; the closing delta accounts for the rest
+    (`uncounted`: the token that hit a stop string, or none)."""
+
+    def __init__(self, decode, stop: list[str]):
+        self.decode, self.stop = decode, stop
+        self.ids: list[int] = []
+        self.sent = self.counted = 0
+
+    def push(self, token: int) -> tuple[str, bool]:
+        """-> (text to send now, whether a stop string ended the reply)."""
+        self.ids.append(token)
+        text = self.decode(self.ids)
+        cut = _stop_cut(text, self.stop)
+        if cut is not None:
+            return text[:cut][self.sent:], True
+        upto = len(text) - _holdback(text, self.stop)
+        self.counted += 1
+        delta = text[self.sent:upto] if upto > self.sent else ""
+        self.sent = max(self.sent, upto)
+        return delta, False
+
+    def rest(self) -> str:
+        return self.decode(self.ids)[self.sent:]
+
+    @property
+    def uncounted(self) -> int:
+        return len(self.ids) - self.counted
+
+
 class ChatEngine:
     def __init__(self, model_dir, rerank_dir=None, device: str = "cpu", decode_precision: str = "fp32"):
         self.model, self.tok = _load(model_dir, device)
@@ -186,25 +218,18 @@ class ChatEngine:
         for j in range(item.n):
             seed = None if item.decoding.seed is None else item.decoding.seed + j
             cfg = dataclasses.replace(item.decoding, n=1, seed=seed)
-            ids: list[int] = []
-            sent, counted, reason = 0, 0, "length"
+            reply, reason = _ReplyText(self.decode, item.stop), None
             for token in stream(self.model, item.prompt, cfg, self.eos_id,
                                 decode_fn=self.decode if item.stop else None):
-                ids.append(token)
-                text = self.decode(ids)
-                cut = _stop_cut(text, item.stop)
-                if cut is not None:
-                    text, reason = text[:cut], "stop"
-                    break
-                upto = len(text) - _holdback(text, item.stop)
-                counted += 1
-                yield StreamDelta(j, text[sent:upto] if upto > sent else "", None, 1, item.prompt_tokens)
-                sent = max(sent, upto)
-            else:
-                text = self.decode(ids)
-                if len(ids) < cfg.max_new_tokens:
+                delta, stopped = reply.push(token)
+                if stopped:
                     reason = "stop"
-            yield StreamDelta(j, text[sent:], reason, len(ids) - counted, item.prompt_tokens)
+                    yield StreamDelta(j, delta, reason, reply.uncounted, item.prompt_tokens)
+                    break
+                yield StreamDelta(j, delta, None, 1, item.prompt_tokens)
+            if reason is None:  # eos, or max_tokens reached
+                reason = "stop" if len(reply.ids) < cfg.max_new_tokens else "length"
+                yield StreamDelta(j, reply.rest(), reason, reply.uncounted, item.prompt_tokens)
 
     @staticmethod
     def streams_together(item: PreparedChat) -> bool:
@@ -224,37 +249,28 @@ class ChatEngine:
             groups.setdefault(repr(dataclasses.astuple(item.decoding)), []).append(i)
         for members in groups.values():
             cfg = items[members[0]].decoding
-            ids = {i: [] for i in members}
-            sent = {i: 0 for i in members}
-            counted = {i: 0 for i in members}
+            replies = {i: _ReplyText(self.decode, items[i].stop) for i in members}
             open_ = set(members)
             for step in stream_batch(self.model, [items[i].prompt for i in members], cfg, self.eos_id,
                                      decode_fn=self.decode if cfg.stop_strings else None):
                 for i, token in zip(members, step):
                     if i not in open_:
                         continue
-                    item = items[i]
+                    reply, prompt_tokens = replies[i], items[i].prompt_tokens
                     if token is None:  # ended on eos at this step
                         open_.discard(i)
-                        yield i, StreamDelta(0, self.decode(ids[i])[sent[i]:], "stop", len(ids[i]) - counted[i],
-                                             item.prompt_tokens)
+                        yield i, StreamDelta(0, reply.rest(), "stop", reply.uncounted, prompt_tokens)
                         continue
-                    ids[i].append(token)
-                    text = self.decode(ids[i])
-                    cut = _stop_cut(text, item.stop)
-                    if cut is not None:
+                    delta, stopped = reply.push(token)
+                    if stopped:
                         open_.discard(i)
-                        yield i, StreamDelta(0, text[:cut][sent[i]:], "stop", len(ids[i]) - counted[i],
-                                             item.prompt_tokens)
-                        continue
-                    upto = len(text) - _holdback(text, item.stop)
-                    counted[i] += 1
-                    yield i, StreamDelta(0, text[sent[i]:upto] if upto > sent[i] else "", None, 1, item.prompt_tokens)
-                    sent[i] = max(sent[i], upto)
+                        yield i, StreamDelta(0, delta, "stop", reply.uncounted, prompt_tokens)
+                    else:
+                        yield i, StreamDelta(0, delta, None, 1, prompt_tokens)
             for i in sorted(open_):  # max_tokens reached
-                reason = "stop" if len(ids[i]) < cfg.max_new_tokens else "length"
-                yield i, StreamDelta(0, self.decode(ids[i])[sent[i]:], reason, len(ids[i]) - counted[i],
-                                     items[i].prompt_tokens)
+                reply = replies[i]
+                reason = "stop" if len(reply.ids) < cfg.max_new_tokens else "length"
+                yield i, StreamDelta(0, reply.rest(), reason, reply.uncounted, items[i].prompt_tokens)
 
 
 # ---------------------------------------------------------------------------------------------
