@@ -106,7 +106,7 @@ class _DecodeWeights:
         self.dtype = dtype
         self.signature = model._weights_signature()
         self.onednn = model.token_embedding.weight.device.type == "cpu" and onednn_linear_enabled()
-        prep = lambda w: self._prepare(w)  # noqa: E731
+        prep = self._prepare
         self.blocks = [
             (prep(b.attn.qkv.weight), prep(b.attn.qkv.bias), prep(b.attn.proj.weight), prep(b.attn.proj.bias),
              prep(b.mlp.fc.weight), prep(b.mlp.fc.bias), prep(b.mlp.proj.weight), prep(b.mlp.proj.bias))
