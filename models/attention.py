@@ -21,10 +21,10 @@ class KVCache:
         self.length = 0
         self.capacity = capacity
 
-    def append(self, k: torch.Tensor, v: torch.Tensor):
-        """Write (B,H,T,Dh) new keys/values; return views of all keys/values so far."""
-        T = k.shape[2]
-        need = self.length + T
+    def reserve(self, k: torch.Tensor, T: int) -> int:
+        """Make room for T more slots (allocated like `k` (B,H,·,Dh) if empty) and count them as
+        filled; returns the first new slot. The caller writes them (the one-token decoding step)."""
+        start, need = self.length, self.length + T
         if self.k is None or need > self.k.shape[2]:
             cap = max(self.capacity, need)
             while cap < need:
@@ -32,15 +32,20 @@ class KVCache:
             if self.k is not None:
                 cap = max(cap, 2 * self.k.shape[2])
             new_k = k.new_empty(k.shape[0], k.shape[1], cap, k.shape[3])
-            new_v = v.new_empty(v.shape[0], v.shape[1], cap, v.shape[3])
+            new_v = k.new_empty(k.shape[0], k.shape[1], cap, k.shape[3])
             if self.k is not None:
-                new_k[:, :, : self.length] = self.k[:, :, : self.length]
-                new_v[:, :, : self.length] = self.v[:, :, : self.length]
+                new_k[:, :, :start] = self.k[:, :, :start]
+                new_v[:, :, :start] = self.v[:, :, :start]
             self.k, self.v = new_k, new_v
-        self.k[:, :, self.length : need] = k
-        self.v[:, :, self.length : need] = v
         self.length = need
-        return self.k[:, :, :need], self.v[:, :, :need]
+        return start
+
+    def append(self, k: torch.Tensor, v: torch.Tensor):
+        """Write (B,H,T,Dh) new keys/values; return views of all keys/values so far."""
+        start = self.reserve(k, k.shape[2])
+        self.k[:, :, start : self.length] = k
+        self.v[:, :, start : self.length] = v
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
 
     def reorder(self, index: torch.Tensor) -> None:
         """Select/duplicate rows; only the `length` filled slots are copied (the capacity is kept)."""

@@ -19,6 +19,7 @@ from models.kernels import linear, onednn_linear_enabled, use_onednn_linears
 from models.layers import Block, Embeddings, ModelOutput, PretrainedMixin, init_weights, scored_cross_entropy, validate_common
 from models.linear_attention import LinearAttention, LinearState
 from models.precision import resolve_precision
+from models.token_step import token_step_function
 
 
 @dataclass
@@ -91,15 +92,15 @@ PACK_ROWS = 32  # oneDNN weight layout hint: a batch of served replies (1 row is
 
 
 class _DecodeWeights:
-    """The weights the one-token decoding step reads, in the decoding precision.
+    """What the one-token decoding step (models/token_step.py) reads, in the decoding precision.
 
     fp32: the parameters; bf16: bf16 copies. On CPU both are pre-packed once into oneDNN's blocked
     layout, so nothing is reordered per call (bf16: a one-row product reads 2 bytes per weight, 0.96 ms
     per pass over the benchmark model's 15.7M weights here, against 2.4 ms in fp32). Packing the fp32
     weights too made a decoding step 1.2-1.35x faster at 1 and 32 rows than oneDNN on the plain
     layout (4 × 256 and 6 × 384 models, 1 thread); the layout is tuned for PACK_ROWS rows and serves
-    any row count. Rebuilt when a parameter changes (optimizer steps and `load_state_dict` bump its
-    version; `.to()` moves its storage).
+    any row count. Embedding tables and norms stay fp32. Rebuilt when a parameter changes (optimizer
+    steps and `load_state_dict` bump its version; `.to()` moves its storage).
     """
 
     def __init__(self, model: "DialogLM", dtype: torch.dtype | None):
@@ -107,27 +108,24 @@ class _DecodeWeights:
         self.signature = model._weights_signature()
         self.onednn = model.token_embedding.weight.device.type == "cpu" and onednn_linear_enabled()
         prep = self._prepare
-        self.blocks = [
-            (prep(b.attn.qkv.weight), prep(b.attn.qkv.bias), prep(b.attn.proj.weight), prep(b.attn.proj.bias),
-             prep(b.mlp.fc.weight), prep(b.mlp.fc.bias), prep(b.mlp.proj.weight), prep(b.mlp.proj.bias))
-            for b in model.blocks
-        ]
-        self.head = prep(model.token_embedding.weight)
+        self.weights = [prep(t) for b in model.blocks for t in (b.attn.qkv.weight, b.attn.qkv.bias, b.attn.proj.weight,
+                                                              b.attn.proj.bias, b.mlp.fc.weight, b.mlp.fc.bias,
+                                                              b.mlp.proj.weight, b.mlp.proj.bias)]
+        self.weights.append(prep(model.token_embedding.weight))  # the tied output layer
+        norms = [n for b in model.blocks for n in (b.ln1, b.ln2)] + [model.ln_f]
+        if len({n.eps for n in norms}) != 1:
+            raise ValueError("the decoding step assumes one LayerNorm eps for the whole model")
+        self.eps = model.ln_f.eps
+        self.norms = [t.detach() for n in norms for t in (n.weight, n.bias)]
+        emb = model.embed
+        self.tables = (emb.token.weight.detach(), emb.position.weight.detach(),
+                       None if emb.segment is None else emb.segment.weight.detach())
 
     def _prepare(self, w):
         w = w.detach() if self.dtype is None else w.detach().to(self.dtype)
         if self.onednn and w.dim() == 2:
             return torch.ops.mkldnn._reorder_linear_weight(w, PACK_ROWS)
         return w
-
-    def lin(self, x, w, b=None, gelu: bool = False):
-        """x (N, K) -> (N, M) in the decoding dtype (fp32 when dtype is None); `gelu`: tanh-GELU fused."""
-        if self.dtype is not None:
-            x = x.to(self.dtype)
-        if self.onednn:
-            return torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu" if gelu else "none", [], "tanh" if gelu else "")
-        y = F.linear(x, w, b)
-        return F.gelu(y, approximate="tanh") if gelu else y
 
 
 class DialogLM(PretrainedMixin, nn.Module):
@@ -262,26 +260,26 @@ class DialogLM(PretrainedMixin, nn.Module):
             cached = self._decode_weights = _DecodeWeights(self, dtype)
         return cached
 
-    def _decode_one(self, x, caches, attn_mask, weights: _DecodeWeights | None = None):
-        """One new token per row through the softmax blocks: x (B,1,D) -> (h (B,1,D), scores (B,1,V)).
+    def _decode_one(self, input_ids, positions, segment_ids, state: DecodeState, attn_mask):
+        """One new token per row (softmax blocks): (B,1) ids -> (h (B,1,D), scores (B,1,V)).
 
-        The per-token path of `step`: weights in the decoding precision (`_DecodeWeights`), GELU
-        fused into the first MLP product, no mask unless rows have padding, no dropout, reshapes
-        instead of per-head transposes.
+        The per-token path of `step` (models/token_step.py): one call for the whole model, weights in
+        the decoding precision (`_DecodeWeights`), GELU fused into the first MLP product, no mask
+        unless rows have padding, no dropout.
         """
-        W = weights if weights is not None else self._decoding_weights()
-        B, _, D = x.shape
-        H = self.config.n_head
-        Dh = D // H
-        x = x.reshape(B, D)
-        for blk, (wqkv, bqkv, wo, bo, w1, b1, w2, b2), cache in zip(self.blocks, W.blocks, caches):
-            qkv = W.lin(F.layer_norm(x, (D,), blk.ln1.weight, blk.ln1.bias, blk.ln1.eps), wqkv, bqkv).float().view(B, 3, H, 1, Dh)
-            k, v = cache.append(qkv[:, 1], qkv[:, 2])  # (B, H, S, Dh), fp32
-            a = F.scaled_dot_product_attention(qkv[:, 0], k, v, attn_mask=attn_mask)  # (B, H, 1, Dh)
-            x = x + W.lin(a.view(B, D), wo, bo)  # bf16 outputs promote to the fp32 residual
-            x = x + W.lin(W.lin(F.layer_norm(x, (D,), blk.ln2.weight, blk.ln2.bias, blk.ln2.eps), w1, b1, gelu=True), w2, b2)
-        h = self.ln_f(x)
-        return h.view(B, 1, D), W.lin(h, W.head).float().view(B, 1, -1)
+        W = state.weights if state.weights is not None else self._decoding_weights()
+        B = input_ids.shape[0]
+        caches = state.layers
+        start = caches[0].reserve(caches[0].k, 1)
+        for cache in caches[1:]:
+            cache.reserve(cache.k, 1)
+        token_table, position_table, segment_table = W.tables
+        segments = None if segment_ids is None or segment_table is None else segment_ids.reshape(B).long()
+        step = token_step_function(input_ids.device)
+        h, scores = step(input_ids.reshape(B), positions.reshape(B), segments, token_table, position_table, segment_table,
+                         W.weights, W.norms, [c.k for c in caches], [c.v for c in caches], start, attn_mask,
+                         self.config.n_head, W.eps, W.onednn)
+        return h.view(B, 1, -1), scores.view(B, 1, -1)
 
     def init_state(self, batch_size: int, device=None) -> DecodeState:
         device = device or self.token_embedding.weight.device
@@ -327,11 +325,10 @@ class DialogLM(PretrainedMixin, nn.Module):
                 attn_kw["attn_mask"] = causal_mask(None, T, S, input_ids.device)
             elif L > 0:
                 attn_kw = {}  # one new query sees every cached key
-        x = self.embed(input_ids, positions, segment_ids)
         if T == 1 and L > 0 and self.config.attention == "softmax":  # the per-token call
-            h, scores = self._decode_one(x, state.layers, attn_kw.get("attn_mask"), state.weights)
+            h, scores = self._decode_one(input_ids, positions, segment_ids, state, attn_kw.get("attn_mask"))
         else:
-            h = self._run(x, caches=state.layers, **attn_kw)
+            h = self._run(self.embed(input_ids, positions, segment_ids), caches=state.layers, **attn_kw)
             scores = linear(h, self.token_embedding.weight).float()  # (B, T, V)
         if self.config.self_terminating:
             log_prod, state.st_log_prod = self._st_log_prod(h, input_ids, positions, tm, state.st_log_prod)
