@@ -6,10 +6,10 @@
    covers the last LOSS_SHARE of each row (the pipeline's dialogue shards score 69–73 % of their
    tokens: every utterance but the first); HF gets labels −100 on the context part.
 2. greedy decoding tokens/s, 64-token context + 256 new tokens, batch 1: our `step` loop vs HF
-   `generate` (cache on, no early stop); target ≥ 3×. Rows: ours at the model's default decoding
-   precision (fp32) vs HF fp32 — the headline; ours fp32 and ours with bf16 decoding weights
-   (`set_decode_precision("bf16")`, what "auto" picks on CPUs with avx512_bf16/AMX) vs HF fp32,
-   as a user runs it; ours bf16 vs HF with its model cast to bf16. Each with the weight-read floor
+   `generate` (cache on, no early stop); target ≥ 3×. Rows: ours at the served decoding precision
+   (`serve.decode_precision`, default "auto": bf16 weights on CPUs with avx512_bf16/AMX, else fp32;
+   what `liaotian chat` and the chat deployment run) vs HF fp32 as a user runs it — the headline;
+   ours fp32 (the model's own default) and ours with bf16 decoding weights vs HF fp32; ours bf16 vs HF with its model cast to bf16. Each with the weight-read floor
    (the products alone, through the same kernels) and the greedy-token agreement bf16 vs fp32.
    Ours computes its fp32 products through oneDNN (models/kernels.py), HF through torch's default.
 3. linear vs softmax attention (2 layers, 384 wide): training-step seconds at T = 256 … 8192 and
@@ -168,16 +168,18 @@ def bench_training(quick: bool) -> tuple[list[dict], list[str]]:
 
 
 def bench_decode(quick: bool) -> tuple[list[dict], list[str]]:
-    """Greedy decoding, batch 1, 64-token context. Ours at the model's default decoding precision and
+    """Greedy decoding, batch 1, 64-token context. Ours at the served decoding precision and
     at fp32/bf16 explicitly; HF `generate` as a user runs it (fp32) and with the model cast to bf16."""
     import copy
 
     from models.dialog_lm import _DecodeWeights
+    from models.token_step import _product
+    from serve.config import ServeConfig
 
     ctx_len, new = 64, (64 if quick else 256)
     ours, hf = ours_lm(max_len=512).eval(), hf_lm(max_len=512).eval()
     hf_bf16 = copy.deepcopy(hf).to(torch.bfloat16)
-    default = ours.decode_precision
+    default = ServeConfig().decode_precision  # what `liaotian chat` and the chat deployment decode with
     ctx = torch.randint(7, VOCAB, (1, ctx_len), generator=torch.Generator().manual_seed(1))
     seg = torch.zeros_like(ctx)
     seg1 = torch.ones(1, 1, dtype=torch.long)
@@ -206,14 +208,15 @@ def bench_decode(quick: bool) -> tuple[list[dict], list[str]]:
     def weights_only(dtype):  # the floor: per token, just the matrix–vector products every decoder must do
         ours.set_decode_precision("fp32")
         W = _DecodeWeights(ours, dtype)  # the weights our decoding step reads, in that precision
+        blocks, head = W.weights[:-1], W.weights[-1]
+        mats = [(blocks[i], blocks[i + 1]) for i in range(0, len(blocks), 2)] + [(head, None)]  # (weight, bias)
+        ins = {n: torch.randn(1, n) for n in (D, 4 * D)}
 
         @torch.inference_mode()
         def run():
-            x, x4 = torch.randn(1, D), torch.randn(1, 4 * D)
             for _ in range(new):
-                for wqkv, bqkv, wo, bo, w1, b1, w2, b2 in W.blocks:
-                    W.lin(x, wqkv, bqkv), W.lin(x, wo, bo), W.lin(x, w1, b1), W.lin(x4, w2, b2)
-                W.lin(x, W.head)
+                for w, b in mats:
+                    _product(ins[w.shape[1]], w, b, False, W.onednn)
         return run
 
     floor32, floor16 = weights_only(None), weights_only(torch.bfloat16)
@@ -230,7 +233,7 @@ def bench_decode(quick: bool) -> tuple[list[dict], list[str]]:
     common = dict(new_tokens=new, context=ctx_len, batch=1)
     rows = [
         paired("greedy_decode_tokens_per_s", new, t_default, "tokens/s", "HF generate greedy fp32", th, target=3.0,
-               decode_precision=f"{default} -> {resolved} (the model's default)", ours_ms_per_token=ms(t_default),
+               decode_precision=f"{default} -> {resolved} (serve.decode_precision default)", ours_ms_per_token=ms(t_default),
                hf_ms_per_token=ms(th), **common),
         paired("greedy_decode_tokens_per_s_fp32", new, t32, "tokens/s", "HF generate greedy fp32", th,
                weights_floor_ms_per_token=ms(tf32), ratio_ceiling=round(th.cpu / tf32.cpu, 2),
@@ -245,12 +248,11 @@ def bench_decode(quick: bool) -> tuple[list[dict], list[str]]:
         f"decoding: batch 1, {ctx_len}-token context, {new} new tokens; ours fp32 {ms(t32)} ms/token, bf16 {ms(t16)}, "
         f"HF fp32 {ms(th)}, HF bf16 {ms(thb)}; weight-read floors (products only, our kernels) fp32 {ms(tf32)}, "
         f"bf16 {ms(tf16)} ms/token",
-        f"decoding: the model's default decoding precision is {default!r} ({resolved} here); bf16 = bf16 weights in the "
+        f"decoding: the served decoding precision is {default!r} ({resolved} here; the model's own default is fp32); bf16 = bf16 weights in the "
         f"one-token steps (context, KV cache and residual stream fp32); greedy tokens equal to our fp32 run: "
         f"{agree16:.1%} (first divergence {first16}); HF bf16 vs HF fp32: {agree_hf:.1%} (random weights: both models "
         "are untrained, so ours and HF's token streams are not comparable with each other)",
     ]
-    ours.set_decode_precision(default)
     return rows, notes
 
 
