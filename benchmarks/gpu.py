@@ -86,7 +86,7 @@ def bench_decode(reps: int, new: int) -> list[dict]:
         @torch.inference_mode()
         def greedy_ours():
             state = ours.init_state(batch)
-            scores, state = ours.step(ctx, seg, state)
+            scores, state = ours.step(ctx, seg, state, last_only=True)  # as models.generate does after a context
             out = torch.empty(batch, new, dtype=torch.long, device="cuda")
             for i in range(new):
                 nxt = out[:, i:i + 1]

@@ -189,7 +189,7 @@ def bench_decode(quick: bool) -> tuple[list[dict], list[str]]:
         def run():
             ours.set_decode_precision(precision)  # keeps its cached weights when unchanged
             state = ours.init_state(1)  # KV cache preallocated for max_len
-            scores, state = ours.step(ctx, seg, state)
+            scores, state = ours.step(ctx, seg, state, last_only=True)  # as models.generate does after a context
             out = torch.empty(1, new, dtype=torch.long)  # no per-token .item(), list or cat
             for i in range(new):
                 nxt = out[:, i : i + 1]

@@ -260,15 +260,22 @@ class DialogLM(PretrainedMixin, nn.Module):
             cached = self._decode_weights = _DecodeWeights(self, dtype)
         return cached
 
-    def _decode_one(self, input_ids, positions, segment_ids, state: DecodeState, attn_mask):
-        """One new token per row (softmax blocks): (B,1) ids -> (h (B,1,D), scores (B,1,V)).
+    def _step_token(self, input_ids, segment_ids, state: DecodeState):
+        """`step` for one new token per row after a context (softmax blocks): the decoding hot path.
 
-        The per-token path of `step` (models/token_step.py): one call for the whole model, weights in
-        the decoding precision (`_DecodeWeights`), GELU fused into the first MLP product, no mask
-        unless rows have padding, no dropout.
+        One call of models/token_step.py for the whole model: weights in the decoding precision
+        (`_DecodeWeights`), GELU fused into the first MLP product, no mask unless rows have
+        padding, no dropout, no index tensors.
         """
-        W = state.weights if state.weights is not None else self._decoding_weights()
         B = input_ids.shape[0]
+        S = state.length + 1
+        if state.seen + 1 > self.config.max_len:
+            raise ValueError(f"decoding past max_len={self.config.max_len} ({state.seen} + 1 tokens)")
+        attn_mask = None
+        if state.key_mask is not None:  # padded rows: the new token is real and sees every real key
+            state.key_mask = torch.cat([state.key_mask, input_ids.new_ones(B, 1, dtype=torch.bool)], 1)
+            attn_mask = state.key_mask[:, None, None, :]  # (B, 1, 1, S) = causal_mask(key_mask, 1, S)
+        W = state.weights if state.weights is not None else self._decoding_weights()
         caches = state.layers
         start = caches[0].reserve(caches[0].k, 1)
         for cache in caches[1:]:
@@ -276,10 +283,18 @@ class DialogLM(PretrainedMixin, nn.Module):
         token_table, position_table, segment_table = W.tables
         segments = None if segment_ids is None or segment_table is None else segment_ids.reshape(B).long()
         step = token_step_function(input_ids.device)
-        h, scores = step(input_ids.reshape(B), positions.reshape(B), segments, token_table, position_table, segment_table,
+        h, scores = step(input_ids.reshape(B), state.positions, segments, token_table, position_table, segment_table,
                          W.weights, W.norms, [c.k for c in caches], [c.v for c in caches], start, attn_mask,
                          self.config.n_head, W.eps, W.onednn)
-        return h.view(B, 1, -1), scores.view(B, 1, -1)
+        scores = scores.view(B, 1, -1)
+        if self.config.self_terminating:
+            log_prod, state.st_log_prod = self._st_log_prod(h.view(B, 1, -1), input_ids, state.positions[:, None], None,
+                                                            state.st_log_prod)
+            scores = self._st_log_probs(scores, log_prod)
+        state.positions = state.positions + 1
+        state.length = S
+        state.seen += 1
+        return scores, state
 
     def init_state(self, batch_size: int, device=None) -> DecodeState:
         device = device or self.token_embedding.weight.device
@@ -292,14 +307,19 @@ class DialogLM(PretrainedMixin, nn.Module):
             state.weights = self._decoding_weights()
         return state
 
-    @torch.inference_mode()
-    def step(self, input_ids, segment_ids, state: DecodeState, token_mask=None):
+    def step(self, input_ids, segment_ids, state: DecodeState, token_mask=None, last_only: bool = False):
         """Feed T new tokens; return ((B,T,V) float32 next-token scores, state).
 
         `token_mask` (B,T) bool marks real tokens (left padding in the first call); positions
-        count real tokens only.
+        count real tokens only. `last_only`: scores for the last position only, (B,1,V): what
+        decoding needs after a context, without a (B,T,V) tensor (T·V·4 bytes a row).
         """
+        if not torch.is_inference_mode_enabled():
+            with torch.inference_mode():
+                return self.step(input_ids, segment_ids, state, token_mask, last_only)
         B, T = input_ids.shape
+        if T == 1 and token_mask is None and state.length > 0 and self.config.attention == "softmax":
+            return self._step_token(input_ids, segment_ids, state)
         if state.seen + T > self.config.max_len:  # positions ≤ tokens fed so far
             raise ValueError(f"decoding past max_len={self.config.max_len} ({state.seen} + {T} tokens)")
         tm = None if token_mask is None else token_mask.to(input_ids.device).bool()
@@ -325,14 +345,11 @@ class DialogLM(PretrainedMixin, nn.Module):
                 attn_kw["attn_mask"] = causal_mask(None, T, S, input_ids.device)
             elif L > 0:
                 attn_kw = {}  # one new query sees every cached key
-        if T == 1 and L > 0 and self.config.attention == "softmax":  # the per-token call
-            h, scores = self._decode_one(input_ids, positions, segment_ids, state, attn_kw.get("attn_mask"))
-        else:
-            h = self._run(self.embed(input_ids, positions, segment_ids), caches=state.layers, **attn_kw)
-            scores = linear(h, self.token_embedding.weight).float()  # (B, T, V)
+        h = self._run(self.embed(input_ids, positions, segment_ids), caches=state.layers, **attn_kw)
+        scores = linear(h[:, -1:] if last_only else h, self.token_embedding.weight).float()  # (B, T|1, V)
         if self.config.self_terminating:
             log_prod, state.st_log_prod = self._st_log_prod(h, input_ids, positions, tm, state.st_log_prod)
-            scores = self._st_log_probs(scores, log_prod)
+            scores = self._st_log_probs(scores, log_prod[:, -scores.shape[1]:])
         state.positions = state.positions + (T if tm is None else tm.sum(1))
         state.length = S
         state.seen += T

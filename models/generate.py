@@ -170,7 +170,7 @@ def _prefill(model, prompts: Sequence[Prompt], copies: int):
         segments[i, width - len(p.input_ids):] = torch.tensor(p.segment_ids)
         mask[i, width - len(p.input_ids):] = True
     state = model.init_state(len(prompts))
-    scores, state = model.step(ids.to(device), segments.to(device), state, token_mask=mask.to(device))
+    scores, state = model.step(ids.to(device), segments.to(device), state, token_mask=mask.to(device), last_only=True)
     reply_segments = torch.tensor([p.reply_segment for p in prompts], device=device)
     if copies == 1:  # one row per prompt already: no state copy
         return scores[:, -1].float(), state, reply_segments

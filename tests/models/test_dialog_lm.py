@@ -94,6 +94,24 @@ def test_left_padded_batch_matches_each_row_alone(attention, st):
 
 
 @pytest.mark.parametrize("attention", ["softmax", "linear"])
+@pytest.mark.parametrize("st", [False, True])
+def test_last_only_scores_the_last_position_and_leaves_the_state_alike(attention, st):
+    m = make(attention, st)
+    ids, seg = sample(B=2, T=12)
+    tm = torch.ones(2, 12, dtype=torch.bool)
+    tm[1, :4] = False  # left padding
+    full_state, last_state = m.init_state(2), m.init_state(2)
+    full, full_state = m.step(ids, seg, full_state, token_mask=tm)
+    last, last_state = m.step(ids, seg, last_state, token_mask=tm, last_only=True)
+    assert last.shape == (2, 1, V)
+    torch.testing.assert_close(last, full[:, -1:], atol=1e-6, rtol=1e-6)
+    nxt = torch.tensor([[11], [12]])  # the next step sees the same cache / recurrent state and carry
+    a, _ = m.step(nxt, torch.ones_like(nxt), full_state)
+    b, _ = m.step(nxt, torch.ones_like(nxt), last_state)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("attention", ["softmax", "linear"])
 def test_reorder_duplicates_rows(attention):
     m = make(attention)
     ids, seg = sample(B=2)

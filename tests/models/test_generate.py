@@ -35,13 +35,13 @@ class TableLM(torch.nn.Module):
     def init_state(self, batch_size):
         return _State(torch.zeros(batch_size, dtype=torch.long))
 
-    def step(self, input_ids, segment_ids, state, token_mask=None):
+    def step(self, input_ids, segment_ids, state, token_mask=None, last_only=False):
         if token_mask is None:
             token_mask = torch.ones_like(input_ids, dtype=torch.bool)
         pos = state.positions[:, None] + token_mask.long().cumsum(1)  # (B,T)
         scores = self.table[input_ids] + self.segment_bias[segment_ids]
         scores[..., EOS] += self.eos_offset + self.eos_slope * pos
-        return scores, _State(state.positions + token_mask.sum(1))
+        return scores[:, -1:] if last_only else scores, _State(state.positions + token_mask.sum(1))
 
     def full_scores(self, ids, segs):
         """Uncached reference: next-token scores after the whole sequence."""
@@ -229,9 +229,9 @@ def test_dialog_lm_batched_streamed_and_beam_agree(attention, self_terminating):
 
 def test_finished_rows_leave_the_batch_and_replies_do_not_change():
     class Recording(TableLM):
-        def step(self, input_ids, segment_ids, state, token_mask=None):
+        def step(self, input_ids, segment_ids, state, token_mask=None, last_only=False):
             self.rows.append(input_ids.shape[0])
-            return super().step(input_ids, segment_ids, state, token_mask)
+            return super().step(input_ids, segment_ids, state, token_mask, last_only)
 
     model = Recording(eos_slope=0.6)
     model.rows = []
