@@ -21,11 +21,13 @@ class KVCache:
         self.length = 0
         self.capacity = capacity
 
-    def reserve(self, k: torch.Tensor, T: int) -> int:
-        """Make room for T more slots (allocated like `k` (B,H,·,Dh) if empty) and count them as
-        filled; returns the first new slot. The caller writes them (the one-token decoding step)."""
+    def reserve(self, T: int, like: torch.Tensor | None = None) -> int:
+        """Make room for T more slots and count them as filled; returns the first new slot. The
+        caller writes them (the one-token decoding step). An empty cache is allocated like `like`
+        (B,H,·,Dh)."""
         start, need = self.length, self.length + T
         if self.k is None or need > self.k.shape[2]:
+            k = like if self.k is None else self.k
             cap = max(self.capacity, need)
             while cap < need:
                 cap *= 2
@@ -42,7 +44,7 @@ class KVCache:
 
     def append(self, k: torch.Tensor, v: torch.Tensor):
         """Write (B,H,T,Dh) new keys/values; return views of all keys/values so far."""
-        start = self.reserve(k, k.shape[2])
+        start = self.reserve(k.shape[2], like=k)
         self.k[:, :, start : self.length] = k
         self.v[:, :, start : self.length] = v
         return self.k[:, :, : self.length], self.v[:, :, : self.length]

@@ -75,6 +75,13 @@ class DecodeState:
         self.seen = 0  # host-side count for the max_len check
         self.weights = None  # the model's decoding weights (precision, packing) as of init_state
 
+    def advance(self, T: int, real: torch.Tensor | None = None) -> "DecodeState":
+        """Count T slots fed, of which `real` (B,) per row were real tokens (None: all); returns self."""
+        self.positions = self.positions + (T if real is None else real)
+        self.length += T
+        self.seen += T
+        return self
+
     def reorder(self, index: torch.Tensor) -> "DecodeState":
         """Select/duplicate rows (beam search, n candidates); in place, returns self."""
         index = index.to(self.positions.device)
@@ -268,18 +275,13 @@ class DialogLM(PretrainedMixin, nn.Module):
         padding, no dropout, no index tensors.
         """
         B = input_ids.shape[0]
-        S = state.length + 1
-        if state.seen + 1 > self.config.max_len:
-            raise ValueError(f"decoding past max_len={self.config.max_len} ({state.seen} + 1 tokens)")
         attn_mask = None
         if state.key_mask is not None:  # padded rows: the new token is real and sees every real key
             state.key_mask = torch.cat([state.key_mask, input_ids.new_ones(B, 1, dtype=torch.bool)], 1)
             attn_mask = state.key_mask[:, None, None, :]  # (B, 1, 1, S) = causal_mask(key_mask, 1, S)
         W = state.weights if state.weights is not None else self._decoding_weights()
         caches = state.layers
-        start = caches[0].reserve(caches[0].k, 1)
-        for cache in caches[1:]:
-            cache.reserve(cache.k, 1)
+        start = [cache.reserve(1) for cache in caches][0]  # the same slot in every layer
         token_table, position_table, segment_table = W.tables
         segments = None if segment_ids is None or segment_table is None else segment_ids.reshape(B).long()
         step = token_step_function(input_ids.device)
@@ -291,10 +293,7 @@ class DialogLM(PretrainedMixin, nn.Module):
             log_prod, state.st_log_prod = self._st_log_prod(h.view(B, 1, -1), input_ids, state.positions[:, None], None,
                                                             state.st_log_prod)
             scores = self._st_log_probs(scores, log_prod)
-        state.positions = state.positions + 1
-        state.length = S
-        state.seen += 1
-        return scores, state
+        return scores, state.advance(1)
 
     def init_state(self, batch_size: int, device=None) -> DecodeState:
         device = device or self.token_embedding.weight.device
@@ -318,10 +317,10 @@ class DialogLM(PretrainedMixin, nn.Module):
             with torch.inference_mode():
                 return self.step(input_ids, segment_ids, state, token_mask, last_only)
         B, T = input_ids.shape
-        if T == 1 and token_mask is None and state.length > 0 and self.config.attention == "softmax":
-            return self._step_token(input_ids, segment_ids, state)
         if state.seen + T > self.config.max_len:  # positions ≤ tokens fed so far
             raise ValueError(f"decoding past max_len={self.config.max_len} ({state.seen} + {T} tokens)")
+        if T == 1 and token_mask is None and state.length > 0 and self.config.attention == "softmax":
+            return self._step_token(input_ids, segment_ids, state)
         tm = None if token_mask is None else token_mask.to(input_ids.device).bool()
         if tm is not None and bool(tm.all()):
             tm = None
@@ -350,7 +349,4 @@ class DialogLM(PretrainedMixin, nn.Module):
         if self.config.self_terminating:
             log_prod, state.st_log_prod = self._st_log_prod(h, input_ids, positions, tm, state.st_log_prod)
             scores = self._st_log_probs(scores, log_prod[:, -scores.shape[1]:])
-        state.positions = state.positions + (T if tm is None else tm.sum(1))
-        state.length = S
-        state.seen += T
-        return scores, state
+        return scores, state.advance(T, None if tm is None else tm.sum(1))

@@ -78,3 +78,23 @@ def test_scripted_step_matches_the_full_forward(n_segments):
         scores, state = m.step(ids[:, t : t + 1], segs[:, t : t + 1], state)
         full = m(ids[:, : t + 1], segs[:, : t + 1]).logits[:, -1]
         torch.testing.assert_close(scores[:, 0], full, atol=1e-4, rtol=1e-4)
+
+
+def test_kv_cache_reserve_grows_geometrically_and_keeps_what_was_written():
+    from models.attention import KVCache
+
+    cache = KVCache(capacity=4)
+    k, v = torch.randn(2, 3, 3, 5), torch.randn(2, 3, 3, 5)
+    keys, values = cache.append(k, v)
+    assert cache.k.shape[2] == 4 and keys.shape[2] == 3
+    written_k, written_v = [k], [v]
+    for _ in range(3):  # one slot at a time, as the decoding step writes them; the 5th slot grows the cache
+        start = cache.reserve(1)
+        nk, nv = torch.randn(2, 3, 1, 5), torch.randn(2, 3, 1, 5)
+        cache.k[:, :, start : start + 1], cache.v[:, :, start : start + 1] = nk, nv
+        written_k.append(nk)
+        written_v.append(nv)
+    assert cache.length == 6 and cache.k.shape[2] == 8  # doubled, not grown by one
+    torch.testing.assert_close(cache.k[:, :, :6], torch.cat(written_k, 2), rtol=0, atol=0)
+    torch.testing.assert_close(cache.v[:, :, :6], torch.cat(written_v, 2), rtol=0, atol=0)
+    assert KVCache().reserve(2, like=k) == 0  # an empty cache is allocated like `like`
