@@ -9,8 +9,9 @@
    `generate` (cache on, no early stop); target ≥ 3×. Rows: ours at the served decoding precision
    (`serve.decode_precision`, default "auto": bf16 weights on CPUs with avx512_bf16/AMX, else fp32;
    what `liaotian chat` and the chat deployment run) vs HF fp32 as a user runs it — the headline;
-   ours fp32 (the model's own default) and ours with bf16 decoding weights vs HF fp32; ours bf16 vs HF with its model cast to bf16. Each with the weight-read floor
-   (the products alone, through the same kernels) and the greedy-token agreement bf16 vs fp32.
+   ours fp32 (the model's own default) and ours with bf16 decoding weights vs HF fp32; ours bf16
+   vs HF with its model cast to bf16. Each with the weight-read floor (the products alone, through
+   the same kernels) and the greedy-token agreement bf16 vs fp32.
    Ours computes its fp32 products through oneDNN (models/kernels.py), HF through torch's default.
 3. linear vs softmax attention (2 layers, 384 wide): training-step seconds at T = 256 … 8192 and
    per-token decode cost after a context of T; linear decode must stay flat (≤ 1.2× from the

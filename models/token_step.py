@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-
 def _product(x: Tensor, w: Tensor, b: Optional[Tensor], gelu: bool, onednn: bool) -> Tensor:
     """x (N, K) · wᵀ + b in w's dtype; `gelu`: tanh-GELU applied (fused into the product by oneDNN)."""
     x = x.to(w.dtype)
