@@ -29,9 +29,9 @@ except ImportError:  # run as a script: benchmarks/ is on sys.path, and common p
 
 import torch  # noqa: E402
 
-from models.attribution import integrated_gradients  # noqa: E402
-from models.classifier import Classifier, ClassifierConfig  # noqa: E402
-from models.losses import build_loss  # noqa: E402
+from liaotian.models.attribution import integrated_gradients  # noqa: E402
+from liaotian.models.classifier import Classifier, ClassifierConfig  # noqa: E402
+from liaotian.models.losses import build_loss  # noqa: E402
 
 WIDTH, LAYERS, HEADS, MAX_LEN = 256, 4, 4, 64
 
@@ -123,7 +123,7 @@ class _CharVocab:
 
 def make_tokenizer(texts):
     try:
-        from pipelines.tokenizer import build_vocab, count_chars
+        from liaotian.pipelines.tokenizer import build_vocab, count_chars
 
         return build_vocab(count_chars(texts))
     except ImportError:

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if not sys.path or sys.path[0] != str(ROOT):  # first, ahead of benchmarks/ (whose models.py is not the package)
-    sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # so that `benchmarks.*` imports work when a script runs from benchmarks/
+    sys.path.append(str(ROOT))
 
 
 def result(name: str, value: float, unit: str, anchor: str, anchor_value: float, lower_is_better: bool = False, **extra) -> dict:

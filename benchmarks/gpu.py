@@ -20,7 +20,7 @@ from benchmarks.common import emit, print_table, result  # run as a module: pyth
 import torch  # noqa: E402
 
 from benchmarks import models as cpu_bench  # noqa: E402  the CPU benchmark's shapes and model builders
-from models.precision import resolve_precision  # noqa: E402
+from liaotian.models.precision import resolve_precision  # noqa: E402
 
 VOCAB, LOSS_SHARE = cpu_bench.VOCAB, cpu_bench.LOSS_SHARE
 

@@ -46,11 +46,11 @@ except ImportError:  # run as a script: common puts the repo root on sys.path
 
 import torch  # noqa: E402
 
-from models.dialog_lm import DialogLM, DialogLMConfig  # noqa: E402
-from models.fast_mlm import FastMLM, FastMLMConfig  # noqa: E402
-from models.masked_lm import MaskedLM, MaskedLMConfig  # noqa: E402
-from models.kernels import onednn_linear_enabled, set_onednn_linear  # noqa: E402
-from models.precision import autocast, cpu_has_native_bf16  # noqa: E402
+from liaotian.models.dialog_lm import DialogLM, DialogLMConfig  # noqa: E402
+from liaotian.models.fast_mlm import FastMLM, FastMLMConfig  # noqa: E402
+from liaotian.models.masked_lm import MaskedLM, MaskedLMConfig  # noqa: E402
+from liaotian.models.kernels import onednn_linear_enabled, set_onednn_linear  # noqa: E402
+from liaotian.models.precision import autocast, cpu_has_native_bf16  # noqa: E402
 
 VOCAB, D, H, L = 13088, 384, 6, 6
 
@@ -173,9 +173,9 @@ def bench_decode(quick: bool) -> tuple[list[dict], list[str]]:
     at fp32/bf16 explicitly; HF `generate` as a user runs it (fp32) and with the model cast to bf16."""
     import copy
 
-    from models.dialog_lm import _DecodeWeights
-    from models.token_step import _product
-    from serve.config import ServeConfig
+    from liaotian.models.dialog_lm import _DecodeWeights
+    from liaotian.models.token_step import _product
+    from liaotian.serve.config import ServeConfig
 
     ctx_len, new = 64, (64 if quick else 256)
     ours, hf = ours_lm(max_len=512).eval(), hf_lm(max_len=512).eval()
@@ -228,7 +228,7 @@ def bench_decode(quick: bool) -> tuple[list[dict], list[str]]:
                           int((a != b).nonzero()[0, 1]) if (a != b).any() else None)
     (agree16, first16), (agree_hf, first_hf) = agree(out16, out32), agree(outhb, outh)
     ms = lambda t: round(t.cpu / new * 1e3, 3)  # noqa: E731
-    from models.precision import resolve_precision
+    from liaotian.models.precision import resolve_precision
     resolved = {"fp32": "fp32", "bf16": "bf16"}.get(default) or ("bf16" if resolve_precision(default) else "fp32")
     t_default = t16 if resolved == "bf16" else t32
     common = dict(new_tokens=new, context=ctx_len, batch=1)

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts the repo on sys.path)
+import common  # noqa: F401
 from common import emit, print_table, result
 
 
@@ -103,8 +103,8 @@ def reference_rate(path: Path, vocab: Path, n: int) -> float:
 
 
 def run_pipeline(path: Path, out: Path, **cfg):
-    from pipelines.config import DialogDataConfig
-    from pipelines.prepare import run_dialog
+    from liaotian.pipelines.config import DialogDataConfig
+    from liaotian.pipelines.prepare import run_dialog
 
     with PeakRSS() as mem:
         t = time.perf_counter()

@@ -36,12 +36,10 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path and this file would shadow the `serve`
-# package: put the repository root there instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, _HERE.parent)]
-
-from benchmarks.common import emit, print_table, result  # noqa: E402
+try:
+    from benchmarks.common import emit, print_table, result
+except ImportError:  # run as a script: benchmarks/ is on sys.path
+    from common import emit, print_table, result
 
 PROMPT = "你好，今天天气很不错"
 REVIEW = "今天天气很不错，我很开心"
@@ -59,10 +57,10 @@ ATTR_BODY = {"text": REVIEW, "steps": 16}
 def make_models(root: Path) -> dict[str, str]:
     import torch
 
-    from models.checkpoint import save_pretrained
-    from models.classifier import Classifier, ClassifierConfig
-    from models.dialog_lm import DialogLM, DialogLMConfig
-    from pipelines.tokenizer import CharTokenizer
+    from liaotian.models.checkpoint import save_pretrained
+    from liaotian.models.classifier import Classifier, ClassifierConfig
+    from liaotian.models.dialog_lm import DialogLM, DialogLMConfig
+    from liaotian.pipelines.tokenizer import CharTokenizer
 
     chars = list(dict.fromkeys(PROMPT + REVIEW + "，。？！"))
     chars += [c for c in map(chr, range(0x4E00, 0x9FFF)) if c not in chars][: VOCAB_SIZE - len(SPECIALS) - len(chars)]
@@ -161,9 +159,9 @@ def in_process_ceiling(model_dir: str, max_tokens: int, rows: int = 32, repeats:
     batch against the same requests one at a time (best of `repeats`)."""
     import torch
 
-    from serve.api import ChatCompletionRequest
-    from serve.config import ServeConfig
-    from serve.engine import ChatEngine
+    from liaotian.serve.api import ChatCompletionRequest
+    from liaotian.serve.config import ServeConfig
+    from liaotian.serve.engine import ChatEngine
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -195,8 +193,8 @@ def attribution_ceiling(classifier_dir: str, rows: int = 32, repeats: int = 2) -
     forward/backward passes) against the same requests one at a time (best of `repeats`)."""
     import torch
 
-    from serve.api import AttributionRequest
-    from serve.engine import Explainer
+    from liaotian.serve.api import AttributionRequest
+    from liaotian.serve.engine import Explainer
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -232,7 +230,7 @@ def main() -> int:
 
     from liaotian.cluster import connect
     from liaotian.config import RayConfig
-    from serve.app import run
+    from liaotian.serve.app import run
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -288,8 +286,8 @@ def main() -> int:
     rows, notes = [], []
 
     def decode_precision() -> str:
-        from models.precision import resolve_precision
-        from serve.config import ServeConfig
+        from liaotian.models.precision import resolve_precision
+        from liaotian.serve.config import ServeConfig
 
         name = ServeConfig().decode_precision
         return f"{name} -> {'bf16' if resolve_precision(name) is not None else 'fp32'} (serve.decode_precision)"

@@ -25,13 +25,13 @@ from common import emit, print_table, result  # noqa: I001  (benchmarks/ is the 
 
 import torch
 
-from models.dialog_lm import DialogLM, DialogLMConfig
-from models.generate import DecodingConfig
-from pipelines.batching import collate_dialog
-from pipelines.dialogue import dialogue_samples
-from pipelines.evaluate import generate_replies, split_sample
-from pipelines.readers import RawDialogue, chatterbot_files, read_chatterbot
-from pipelines.tokenizer import build_vocab
+from liaotian.models.dialog_lm import DialogLM, DialogLMConfig
+from liaotian.models.generate import DecodingConfig
+from liaotian.pipelines.batching import collate_dialog
+from liaotian.pipelines.dialogue import dialogue_samples
+from liaotian.pipelines.evaluate import generate_replies, split_sample
+from liaotian.pipelines.readers import RawDialogue, chatterbot_files, read_chatterbot
+from liaotian.pipelines.tokenizer import build_vocab
 
 LENGTHS = (32, 64, 128)
 # name -> (model, decoding); Welleck et al. decode with top-k 2/4 and nucleus 0.2/0.4; here the

@@ -36,7 +36,7 @@ def synthetic_dialogues(root: Path, n_train: int, seed: int = 0) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines.tokenizer import build_vocab, count_chars
+    from liaotian.pipelines.tokenizer import build_vocab, count_chars
 
     tok = build_vocab(count_chars([CHARS]))
     rng = np.random.default_rng(seed)
@@ -64,7 +64,7 @@ def padding_shares(data_dir: Path, batch_size: int, window: int) -> tuple[float,
     import numpy as np
     import pyarrow.parquet as pq
 
-    from pipelines.batching import bucket_indices, padding_share
+    from liaotian.pipelines.batching import bucket_indices, padding_share
 
     lengths = [len(x) for x in pq.read_table(data_dir / "train", columns=["input_ids"]).column("input_ids").to_pylist()]
     rng = np.random.default_rng(0)
@@ -81,7 +81,7 @@ def padding_shares(data_dir: Path, batch_size: int, window: int) -> tuple[float,
 
 def train_once(data_dir: Path, storage: Path, workers: int, steps: int, batch_size: int, model: dict, bucket: bool) -> dict:
     from liaotian.config import load_run_config
-    from pipelines.train import run
+    from liaotian.pipelines.train import run
 
     job = {"model": model, "max_steps": steps, "batch_size": batch_size, "eval_every": steps, "checkpoint_every": steps,
            "log_every": max(1, steps // 5), "eval_batches": 2, "bucket_by_length": bucket,

@@ -30,8 +30,8 @@ class ChatSession:
         self.history.clear()
 
     def prompt(self, utterances: list[str]):
-        from models.generate import Prompt
-        from pipelines.dialogue import build_context
+        from liaotian.models.generate import Prompt
+        from liaotian.pipelines.dialogue import build_context
 
         ids, segments, reply_segment = build_context(utterances, self.tok, int(self.model.config.max_len),
                                                      reserve=self.decoding.max_new_tokens)
@@ -42,7 +42,7 @@ class ChatSession:
 
     def reply(self, text: str) -> Iterator[str]:
         """Answer `text`: yield the reply piece by piece; both utterances join the history."""
-        from models.generate import generate, stream
+        from liaotian.models.generate import generate, stream
 
         prompt = self.prompt(self.history + [text])
         decode_fn = self._decode if self.decoding.stop_strings else None
@@ -52,7 +52,7 @@ class ChatSession:
                 pieces.append(self._decode([token]))
                 yield pieces[-1]
         else:
-            from models.rerank import rerank
+            from liaotian.models.rerank import rerank
 
             gens = generate(self.model, [prompt], self.decoding, self.eos_id, decode_fn)[0]
             order = rerank(self.mlm, self.mlm_tok, prompt.input_ids, [g.token_ids for g in gens],
@@ -87,7 +87,7 @@ def chat_loop(session: ChatSession, stdin: TextIO, stdout: TextIO) -> None:
 
 
 def decoding_from_args(args: argparse.Namespace, seed: int | None, banned_ids=()):
-    from models.generate import DecodingConfig
+    from liaotian.models.generate import DecodingConfig
 
     return DecodingConfig(
         strategy=args.strategy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
@@ -98,8 +98,8 @@ def decoding_from_args(args: argparse.Namespace, seed: int | None, banned_ids=()
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.checkpoint import load_pretrained
-    from pipelines.tokenizer import load_tokenizer
+    from liaotian.models.checkpoint import load_pretrained
+    from liaotian.pipelines.tokenizer import load_tokenizer
 
     cfg = load_config_from_args(args)  # validates --config / --set; decoding comes from the flags
     if args.rerank and args.strategy == "greedy":
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import dataclasses
 
-    from pipelines.dialogue import non_reply_ids
+    from liaotian.pipelines.dialogue import non_reply_ids
 
     model.set_decode_precision(cfg.serve.decode_precision)  # as served: auto = bf16 where native
     tok = load_tokenizer(args.model_dir)

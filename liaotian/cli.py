@@ -13,13 +13,13 @@ from liaotian.config import ConfigError, load_run_config
 
 # command -> (module, one-line help)
 STAGES: dict[str, tuple[str, str]] = {
-    "data": ("pipelines.prepare", "preprocess corpora into Parquet shards with Ray Data"),
-    "train": ("pipelines.train", "pretrain a model on the shards with Ray Train"),
-    "tune": ("tune.sweep", "sweep losses x regularisers with Ray Tune"),
-    "eval": ("pipelines.evaluate", "evaluate a dialogue model: perplexity and decoding metrics"),
-    "serve": ("serve.app", "serve the chatbot and the attribution service with Ray Serve"),
+    "data": ("liaotian.pipelines.prepare", "preprocess corpora into Parquet shards with Ray Data"),
+    "train": ("liaotian.pipelines.train", "pretrain a model on the shards with Ray Train"),
+    "tune": ("liaotian.tune.sweep", "sweep losses x regularisers with Ray Tune"),
+    "eval": ("liaotian.pipelines.evaluate", "evaluate a dialogue model: perplexity and decoding metrics"),
+    "serve": ("liaotian.serve.app", "serve the chatbot and the attribution service with Ray Serve"),
     "chat": ("liaotian.chat", "chat with a trained model in the terminal (no server)"),
-    "explain": ("serve.explain", "explain a prediction with Integrated Gradients (no server)"),
+    "explain": ("liaotian.serve.explain", "explain a prediction with Integrated Gradients (no server)"),
     "demo": ("liaotian.demo", "run every stage in order on the embedded corpora"),
 }
 

@@ -218,9 +218,9 @@ class RayConfig:
 def _run_sections():
     # Imported here so that `liaotian.config` stays importable while a stage module is being edited,
     # and so that each section's dataclass lives beside the code that consumes it.
-    from pipelines.config import DataConfig, EvalConfig, TrainSection
-    from serve.config import ServeConfig
-    from tune.config import TuneConfig
+    from liaotian.pipelines.config import DataConfig, EvalConfig, TrainSection
+    from liaotian.serve.config import ServeConfig
+    from liaotian.tune.config import TuneConfig
     return DataConfig, TrainSection, TuneConfig, EvalConfig, ServeConfig
 
 

@@ -85,8 +85,8 @@ def serve_and_probe(cfg, common: list[str], keep_serving: bool) -> None:
 
     from ray import serve as ray_serve
 
-    from serve.app import run as serve_run
-    from serve.explain import render_ansi
+    from liaotian.serve.app import run as serve_run
+    from liaotian.serve.explain import render_ansi
 
     urls = serve_run(cfg, blocking=False)
     base = urls["chat"].rstrip("/")

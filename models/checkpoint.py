@@ -15,10 +15,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 MODEL_TYPES = {  # model_type -> (module, model class, config class); imported lazily
-    "dialog_lm": ("models.dialog_lm", "DialogLM", "DialogLMConfig"),
-    "fast_mlm": ("models.fast_mlm", "FastMLM", "FastMLMConfig"),
-    "masked_lm": ("models.masked_lm", "MaskedLM", "MaskedLMConfig"),
-    "classifier": ("models.classifier", "Classifier", "ClassifierConfig"),
+    "dialog_lm": ("liaotian.models.dialog_lm", "DialogLM", "DialogLMConfig"),
+    "fast_mlm": ("liaotian.models.fast_mlm", "FastMLM", "FastMLMConfig"),
+    "masked_lm": ("liaotian.models.masked_lm", "MaskedLM", "MaskedLMConfig"),
+    "classifier": ("liaotian.models.classifier", "Classifier", "ClassifierConfig"),
 }
 WEIGHTS, CONFIG, TOKENIZER_FILES = "model.safetensors", "config.json", ("tokenizer.json", "vocab.txt")
 RESERVED = ("model_type", "extra", "tied_weights")

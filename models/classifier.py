@@ -10,9 +10,9 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
-from models.fast_mlm import FastMLM, FastMLMConfig
-from models.layers import ModelOutput, PretrainedMixin, init_weights
-from models.masked_lm import MaskedLM, MaskedLMConfig
+from liaotian.models.fast_mlm import FastMLM, FastMLMConfig
+from liaotian.models.layers import ModelOutput, PretrainedMixin, init_weights
+from liaotian.models.masked_lm import MaskedLM, MaskedLMConfig
 
 ENCODERS = {"fast_mlm": (FastMLM, FastMLMConfig), "masked_lm": (MaskedLM, MaskedLMConfig)}
 
@@ -64,7 +64,7 @@ class Classifier(PretrainedMixin, nn.Module):
     @classmethod
     def from_encoder(cls, model_dir, num_classes: int, device="cpu", **config) -> "Classifier":
         """A classifier whose encoder is the pretrained FastMLM/MaskedLM in `model_dir` (head fresh)."""
-        from models.checkpoint import load_pretrained
+        from liaotian.models.checkpoint import load_pretrained
 
         mlm = load_pretrained(model_dir, device=device)
         if mlm.config.model_type not in ENCODERS:

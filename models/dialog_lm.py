@@ -14,12 +14,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.attention import KVCache, SoftmaxAttention, causal_mask
-from models.kernels import linear, onednn_linear_enabled, use_onednn_linears
-from models.layers import Block, Embeddings, ModelOutput, PretrainedMixin, init_weights, scored_cross_entropy, validate_common
-from models.linear_attention import LinearAttention, LinearState
-from models.precision import resolve_precision
-from models.token_step import token_step_function
+from liaotian.models.attention import KVCache, SoftmaxAttention, causal_mask
+from liaotian.models.kernels import linear, onednn_linear_enabled, use_onednn_linears
+from liaotian.models.layers import Block, Embeddings, ModelOutput, PretrainedMixin, init_weights, scored_cross_entropy, validate_common
+from liaotian.models.linear_attention import LinearAttention, LinearState
+from liaotian.models.precision import resolve_precision
+from liaotian.models.token_step import token_step_function
 
 
 @dataclass

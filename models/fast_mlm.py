@@ -15,8 +15,8 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
-from models.attention import SoftmaxAttention, encoder_mask
-from models.layers import Block, Embeddings, MLMHead, ModelOutput, PretrainedMixin, init_weights, scored_cross_entropy, token_prediction_output, validate_common
+from liaotian.models.attention import SoftmaxAttention, encoder_mask
+from liaotian.models.layers import Block, Embeddings, MLMHead, ModelOutput, PretrainedMixin, init_weights, scored_cross_entropy, token_prediction_output, validate_common
 
 
 @dataclass

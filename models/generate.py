@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models import logits as L
+from liaotian.models import logits as L
 
 STRATEGIES = ("greedy", "sample", "beam")
 Rule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (scores (R,V), reply so far (R,t)) -> scores

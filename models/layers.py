@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.sizing import check_embedding_dim
+from liaotian.models.sizing import check_embedding_dim
 
 
 @dataclass
@@ -50,13 +50,13 @@ class PretrainedMixin:
     """`model.save_pretrained(dir)` / `Model.from_pretrained(dir)`, delegating to models.checkpoint."""
 
     def save_pretrained(self, directory, tokenizer_dir=None, extra=None):
-        from models.checkpoint import save_pretrained
+        from liaotian.models.checkpoint import save_pretrained
 
         return save_pretrained(self, directory, tokenizer_dir=tokenizer_dir, extra=extra)
 
     @classmethod
     def from_pretrained(cls, directory, device="cpu"):
-        from models.checkpoint import load_pretrained
+        from liaotian.models.checkpoint import load_pretrained
 
         model = load_pretrained(directory, device=device)
         if not isinstance(model, cls):

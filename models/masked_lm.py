@@ -9,9 +9,9 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
-from models.attention import SoftmaxAttention, encoder_mask
-from models.fast_mlm import EncoderConfig, pll_scored
-from models.layers import Block, Embeddings, MLMHead, ModelOutput, PretrainedMixin, init_weights, token_prediction_output
+from liaotian.models.attention import SoftmaxAttention, encoder_mask
+from liaotian.models.fast_mlm import EncoderConfig, pll_scored
+from liaotian.models.layers import Block, Embeddings, MLMHead, ModelOutput, PretrainedMixin, init_weights, token_prediction_output
 
 
 @dataclass

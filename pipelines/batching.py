@@ -77,7 +77,7 @@ class MLMMasker:
         self.generator = torch.Generator().manual_seed(self.seed)
 
     def __call__(self, batch: Batch) -> Batch:
-        from models.masked_lm import mask_tokens  # the model owns its corruption rule
+        from liaotian.models.masked_lm import mask_tokens  # the model owns its corruption rule
 
         ids, labels = mask_tokens(
             batch["input_ids"], mask_id=self.mask_id, vocab_size=self.vocab_size,

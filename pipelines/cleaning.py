@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.readers import _LCCC_SPACE
+from liaotian.pipelines.readers import _LCCC_SPACE
 
 # Joins the utterances of a batch into one string. Private use, not whitespace, not a control char:
 # no rule below matches it. Text that contains it anyway takes the slow per-utterance path.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.tokenizer import CLS_MARK, SEP_MARK, CharTokenizer
+from liaotian.pipelines.tokenizer import CLS_MARK, SEP_MARK, CharTokenizer
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from liaotian.cli import add_common_arguments, load_config_from_args
-from models.generate import DecodingConfig, Generation, Prompt, generate
-from pipelines import metrics as M
-from pipelines.config import DecodingSection
-from pipelines.dialogue import non_reply_ids
+from liaotian.models.generate import DecodingConfig, Generation, Prompt, generate
+from liaotian.pipelines import metrics as M
+from liaotian.pipelines.config import DecodingSection
+from liaotian.pipelines.dialogue import non_reply_ids
 
 # the paper's decoders (Welleck et al. 2020) at dialogue settings: k = 5 (Su's), p = 0.9 (CDial-GPT)
 DEFAULT_COMPARE = ["greedy=greedy", "top_k=sample:top_k=5,consistent=false", "nucleus=sample:top_p=0.9,consistent=false",
@@ -104,8 +104,8 @@ def generate_replies(model, prompts: list[Prompt], cfg: DecodingConfig, eos_id: 
 @torch.no_grad()
 def response_perplexity(model, samples: list[dict], pad_id: int, batch_size: int) -> dict:
     """Perplexity over every loss_mask token of the samples (all responses, [SEP] included)."""
-    from pipelines.batching import collate_dialog
-    from pipelines.training import forward_loss, loss_positions
+    from liaotian.pipelines.batching import collate_dialog
+    from liaotian.pipelines.training import forward_loss, loss_positions
 
     model.eval()
     nll, count = 0.0, 0
@@ -123,8 +123,8 @@ def response_perplexity(model, samples: list[dict], pad_id: int, batch_size: int
 def run(cfg, model_dir: str | Path, data_dir: str | Path | None = None, compare: list[DecodingSection] | None = None,
         out_dir: str | Path | None = None) -> dict:
     """Evaluate `model_dir` on the test shards; write report.json and report.md; return the report."""
-    from models.checkpoint import load_pretrained
-    from pipelines.tokenizer import load_tokenizer
+    from liaotian.models.checkpoint import load_pretrained
+    from liaotian.pipelines.tokenizer import load_tokenizer
 
     data_dir = Path(data_dir) if data_dir else cfg.paths.data("dialog")
     test_dir = data_dir / "test" if (data_dir / "test").is_dir() else data_dir

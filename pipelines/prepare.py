@@ -27,13 +27,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from pipelines import readers
-from pipelines.cleaning import clean_dialogue_lists, clean_dialogues, content_key
-from pipelines.config import DialogDataConfig
-from pipelines.dialogue import encode_piece_array, encode_pieces
-from pipelines.tokenizer import CLS_MARK, SEP_MARK, _WHITESPACE_CPS
-from pipelines.schema import DIALOG_SCHEMA, Manifest, RejectedRecord
-from pipelines.shards import (CLEAN_COUNTERS, arrow_file_sink, assign_split, check_output_dir, input_info, read_units, tokenizer_for,
+from liaotian.pipelines import readers
+from liaotian.pipelines.cleaning import clean_dialogue_lists, clean_dialogues, content_key
+from liaotian.pipelines.config import DialogDataConfig
+from liaotian.pipelines.dialogue import encode_piece_array, encode_pieces
+from liaotian.pipelines.tokenizer import CLS_MARK, SEP_MARK, _WHITESPACE_CPS
+from liaotian.pipelines.schema import DIALOG_SCHEMA, Manifest, RejectedRecord
+from liaotian.pipelines.shards import (CLEAN_COUNTERS, arrow_file_sink, assign_split, check_output_dir, input_info, read_units, tokenizer_for,
                               write_rejected, write_sample_shards)
 
 TRUNC_COUNTERS = ("trunc_utterances", "trunc_context")
@@ -105,7 +105,7 @@ def _clean_table(batch, pieces, offsets, key, split, reasons, details, records, 
 
 def _codepoint_counts(pieces: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Sparse code point counts of every utterance in `pieces` (list<list<string>>, nulls skipped)."""
-    from pipelines.tokenizer import codepoint_counts
+    from liaotian.pipelines.tokenizer import codepoint_counts
 
     flat = pieces.flatten().flatten() if len(pieces) else pa.array([], pa.string())
     text = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(flat)], pa.int32()), flat), "")[0].as_py() if len(flat) else ""
@@ -396,7 +396,7 @@ def _loads(text):
 
 def add_cli(parser: argparse.ArgumentParser) -> None:
     from liaotian.cli import add_common_arguments
-    from pipelines import prepare_text
+    from liaotian.pipelines import prepare_text
 
     sub = parser.add_subparsers(dest="kind", metavar="KIND")
     p = sub.add_parser("dialog", help="dialogue corpora -> turn-concatenated samples",

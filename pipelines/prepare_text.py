@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from pipelines import readers
-from pipelines.cleaning import clean_texts, content_key
-from pipelines.prepare import CLEAN_COUNTERS, _loads, clean_totals, find_duplicates, is_duplicate, report
-from pipelines.schema import SENTIMENT_SCHEMA, TEXT_SCHEMA, Manifest, RejectedRecord
-from pipelines.shards import assign_split, check_output_dir, finish_output, input_info, read_units, tokenizer_for
+from liaotian.pipelines import readers
+from liaotian.pipelines.cleaning import clean_texts, content_key
+from liaotian.pipelines.prepare import CLEAN_COUNTERS, _loads, clean_totals, find_duplicates, is_duplicate, report
+from liaotian.pipelines.schema import SENTIMENT_SCHEMA, TEXT_SCHEMA, Manifest, RejectedRecord
+from liaotian.pipelines.shards import assign_split, check_output_dir, finish_output, input_info, read_units, tokenizer_for
 
 LABEL_NAMES = ["negative", "positive"]
 
@@ -127,7 +127,7 @@ def clean_text_batch(batch: pa.Table, valid_fraction: float, test_fraction: floa
 
 def count_batch(batch: pa.Table) -> pa.Table:
     """Sparse code point counts of one batch of kept dialogues."""
-    from pipelines.tokenizer import codepoint_counts
+    from liaotian.pipelines.tokenizer import codepoint_counts
 
     pieces = batch.column("pieces").to_pylist()
     counts = codepoint_counts("".join(u for d in pieces for p in d for u in p))
@@ -148,7 +148,7 @@ class EncodeTexts:
     """Kept texts -> `[CLS] text [SEP]` (text cut to max_len - 2, counted), label kept."""
 
     def __init__(self, tokens, max_len, dup_keys, dup_orders, drop_orders):
-        from pipelines.tokenizer import CharTokenizer
+        from liaotian.pipelines.tokenizer import CharTokenizer
 
         self.tok, self.max_len = CharTokenizer(tokens), max_len
         self.dup_keys, self.dup_orders, self.drop_orders = dup_keys, dup_orders, drop_orders

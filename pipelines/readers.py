@@ -26,7 +26,7 @@ from typing import Iterator
 import ijson
 import numpy as np
 
-from pipelines.schema import RejectedRecord
+from liaotian.pipelines.schema import RejectedRecord
 
 FORMATS = ("lccc", "jsonl", "chatterbot", "hf")
 # JSONL / HF rows may wrap the utterance list in an object under one of these keys.

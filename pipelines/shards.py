@@ -15,9 +15,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import liaotian
-from pipelines import readers
-from pipelines.cleaning import TEXT_RULES
-from pipelines.schema import SPLITS, Manifest, RejectedRecord
+from liaotian.pipelines import readers
+from liaotian.pipelines.cleaning import TEXT_RULES
+from liaotian.pipelines.schema import SPLITS, Manifest, RejectedRecord
 
 CLEAN_COUNTERS = TEXT_RULES + ("utterances_truncated", "empty_utterances", "fragments_dropped")
 OUR_ENTRIES = ("train", "valid", "test", "rejected", "_work", "manifest.json", "tokenizer.json", "vocab.txt")
@@ -150,7 +150,7 @@ def assign_split(key: int, valid_fraction: float, test_fraction: float) -> str:
 
 def tokenizer_for(vocab: str | None, count: Callable[[], Counter], min_count: int, max_vocab: int | None):
     """The user's vocab.txt (ids kept) or one built from `count()` (run only when needed)."""
-    from pipelines.tokenizer import CharTokenizer, build_vocab
+    from liaotian.pipelines.tokenizer import CharTokenizer, build_vocab
 
     if vocab:
         return CharTokenizer.from_vocab_file(vocab), str(vocab)

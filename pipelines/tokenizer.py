@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.cleaning import _CONTROL, _FULLWIDTH_MAP, clean_text
+from liaotian.pipelines.cleaning import _CONTROL, _FULLWIDTH_MAP, clean_text
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[SPK1]", "[SPK2]")
 SKIP = -1  # table value of whitespace: dropped, never a token

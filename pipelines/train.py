@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from liaotian.config import ConfigError, from_dict, to_dict
-from pipelines import training as T
-from pipelines.batching import MLMMasker, bucketed, make_collate
-from pipelines.config import TrainJobConfig
+from liaotian.pipelines import training as T
+from liaotian.pipelines.batching import MLMMasker, bucketed, make_collate
+from liaotian.pipelines.config import TrainJobConfig
 
 DATA_KIND = {"dialog": "dialog", "mlm": "text", "classifier": "sentiment"}
 COLUMNS = {"dialog": ["input_ids", "segment_ids", "loss_mask"], "mlm": ["input_ids"], "classifier": ["input_ids", "label"]}
@@ -116,12 +116,12 @@ def train_loop(config: dict) -> dict:
 
 
 def _regularizer(job):
-    from models.regularizers import build_regularizer
+    from liaotian.models.regularizers import build_regularizer
     return build_regularizer(job.regularizer.name, job.regularizer.strength)
 
 
 def _loss(job, config):
-    from models.losses import build_loss
+    from liaotian.models.losses import build_loss
     return build_loss(job.loss.name, class_counts=config.get("class_counts"), gamma=job.loss.gamma, alpha=job.loss.alpha, tau=job.loss.tau)
 
 
@@ -325,7 +325,7 @@ def _best(result, job, local_run: Path | None):
 
 
 def _export(kind, config, checkpoint_dir, data_dir: Path, export_dir: Path, job, manifest) -> Path:
-    from models.checkpoint import save_pretrained
+    from liaotian.models.checkpoint import save_pretrained
     model = T.build_model(kind, job.model, T.Vocab(**config["vocab"]), config["init_from"], config.get("num_classes"))
     T.load_state(checkpoint_dir, model)
     extra = {"train": {"kind": kind, "loss": to_dict(job.loss), "regularizer": to_dict(job.regularizer)}}
@@ -339,7 +339,7 @@ def _export(kind, config, checkpoint_dir, data_dir: Path, export_dir: Path, job,
 
 def _test_metrics(kind, model_dir: Path, data_dir: Path, job, config) -> dict | None:
     """The exported classifier on the test split, in the driver (test sets are small)."""
-    from models.checkpoint import load_pretrained
+    from liaotian.models.checkpoint import load_pretrained
     if not (data_dir / "test").exists():
         return None
     model, collate = load_pretrained(model_dir), make_collate(kind, config["vocab"]["pad_id"])

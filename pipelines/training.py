@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-from pipelines.batching import Batch, IGNORE_INDEX
+from liaotian.pipelines.batching import Batch, IGNORE_INDEX
 
 KINDS = ("dialog", "mlm", "classifier")
 MLM_TYPES = ("fast_mlm", "masked_lm")
@@ -41,7 +41,7 @@ class Vocab:
 
     @classmethod
     def from_dir(cls, data_dir: str | Path) -> "Vocab":
-        from pipelines.tokenizer import CharTokenizer
+        from liaotian.pipelines.tokenizer import CharTokenizer
 
         tok = CharTokenizer.from_dir(data_dir)
         return cls(tok.vocab_size, tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, tuple(sorted(tok.special_ids)))
@@ -62,23 +62,23 @@ def build_model(kind: str, model_cfg: dict, vocab: Vocab, init_from: str | Path 
                 num_classes: int | None = None) -> nn.Module:
     """A fresh (or `init_from`-initialised) model of `kind` sized by `model_cfg` and the tokenizer."""
     if kind == "dialog":
-        from models.dialog_lm import DialogLM, DialogLMConfig
+        from liaotian.models.dialog_lm import DialogLM, DialogLMConfig
         if init_from:
             return _checked(load_pretrained(init_from), DialogLM, vocab)
         return DialogLM(_preset_config(DialogLMConfig, model_cfg, vocab_size=vocab.vocab_size, pad_id=vocab.pad_id, eos_id=vocab.sep_id))
     if kind == "mlm":
         mlm_type = model_cfg.get("type", "fast_mlm")
         if mlm_type == "fast_mlm":
-            from models.fast_mlm import FastMLM as model_cls, FastMLMConfig as config_cls
+            from liaotian.models.fast_mlm import FastMLM as model_cls, FastMLMConfig as config_cls
         elif mlm_type == "masked_lm":
-            from models.masked_lm import MaskedLM as model_cls, MaskedLMConfig as config_cls
+            from liaotian.models.masked_lm import MaskedLM as model_cls, MaskedLMConfig as config_cls
         else:
             raise ValueError(f"train.mlm.model.type: expected one of {MLM_TYPES}, got {mlm_type!r}")
         if init_from:
             return _checked(load_pretrained(init_from), model_cls, vocab)
         return model_cls(_preset_config(config_cls, model_cfg, **_encoder_ids(vocab)))
     if kind == "classifier":
-        from models.classifier import Classifier, ClassifierConfig
+        from liaotian.models.classifier import Classifier, ClassifierConfig
         if not num_classes:
             raise ValueError("the classifier needs num_classes (from the sentiment manifest)")
         head = {k: model_cfg[k] for k in CLASSIFIER_KEYS if k in model_cfg}
@@ -97,10 +97,10 @@ CLASSIFIER_KEYS = ("encoder", "pooling")  # classifier fields; the other model k
 
 def _encoder_config_cls(name: str):
     if name == "fast_mlm":
-        from models.fast_mlm import FastMLMConfig
+        from liaotian.models.fast_mlm import FastMLMConfig
         return FastMLMConfig
     if name == "masked_lm":
-        from models.masked_lm import MaskedLMConfig
+        from liaotian.models.masked_lm import MaskedLMConfig
         return MaskedLMConfig
     raise ValueError(f"model.encoder: expected one of {MLM_TYPES}, got {name!r}")
 
@@ -110,7 +110,7 @@ def _encoder_ids(vocab: Vocab) -> dict:
 
 
 def load_pretrained(model_dir):
-    from models.checkpoint import load_pretrained as load
+    from liaotian.models.checkpoint import load_pretrained as load
     return load(model_dir)
 
 
@@ -134,7 +134,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 def build_optimizer(model: nn.Module, optim, regularizer) -> torch.optim.AdamW:
     """AdamW over the regulariser's groups; weight matrices decay by the regulariser's (+ optim's) decay."""
     groups = regularizer.param_groups(model)
-    from models.regularizers import regularized_weights
+    from liaotian.models.regularizers import regularized_weights
     decay_ids = {id(w) for w in regularized_weights(model)}
     for g in groups:
         if any(id(p) in decay_ids for p in g["params"]):
@@ -170,7 +170,7 @@ class Precision:
 
     @classmethod
     def resolve(cls, name: str, device: torch.device) -> "Precision":
-        from models.precision import resolve_precision
+        from liaotian.models.precision import resolve_precision
 
         dtype = resolve_precision(name, device)
         if name == "auto" and dtype is None and device.type == "cuda":

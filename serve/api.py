@@ -31,7 +31,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from serve.config import ServeConfig
+from liaotian.serve.config import ServeConfig
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_STOP = 4

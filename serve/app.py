@@ -19,7 +19,7 @@ requests with one choice and no reranking are batched the same way (`StreamBatch
 its deltas step by step from the shared decode); the others are decoded one at a time under the same
 lock as unbatched ones.
 
-`liaotian serve --config FILE` starts both; `serve run serve.app:build_app config=FILE` (or the YAML
+`liaotian serve --config FILE` starts both; `serve run liaotian.serve.app:build_app config=FILE` (or the YAML
 `serve/serve_config.yaml` through `serve run` / `serve deploy`) runs them with Ray Serve's own CLI.
 """
 from __future__ import annotations
@@ -33,10 +33,10 @@ from pathlib import Path
 from ray import serve
 
 from liaotian.config import ConfigError, from_dict, to_dict
-from serve.api import create_app
-from serve.batching import AdaptiveBatcher, StreamBatcher
-from serve.config import DeploymentSection, ServeConfig
-from serve.engine import ChatEngine, Explainer, iterate_in_thread
+from liaotian.serve.api import create_app
+from liaotian.serve.batching import AdaptiveBatcher, StreamBatcher
+from liaotian.serve.config import DeploymentSection, ServeConfig
+from liaotian.serve.engine import ChatEngine, Explainer, iterate_in_thread
 
 CHAT_APP, ATTRIBUTION_APP = "chat", "attribution"
 ROUTES = {CHAT_APP: "/", ATTRIBUTION_APP: "/v1/attributions"}
@@ -198,7 +198,7 @@ def build_applications(cfg) -> dict:
 
 
 def build_app(args: dict):
-    """Serve application builder: `serve run serve.app:build_app config=FILE app=chat|attribution`.
+    """Serve application builder: `serve run liaotian.serve.app:build_app config=FILE app=chat|attribution`.
 
     `args`: `config` (a run config YAML), `app` (default chat), `set` (a list of KEY=VALUE overrides,
     or one string with overrides separated by commas).

@@ -1,4 +1,4 @@
-"""Config section of `liaotian serve` (and of `serve run serve.app:build_app`). Plain dataclasses; no Ray here."""
+"""Config section of `liaotian serve` (and of `serve run liaotian.serve.app:build_app`). Plain dataclasses; no Ray here."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

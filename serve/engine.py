@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from serve.api import AttributionRequest, ChatCompletionRequest, RequestError, RerankOptions
-from serve.config import ServeConfig
+from liaotian.serve.api import AttributionRequest, ChatCompletionRequest, RequestError, RerankOptions
+from liaotian.serve.config import ServeConfig
 
 
 def read_model_type(model_dir) -> str:
@@ -37,8 +37,8 @@ def _read_extra(model_dir) -> dict:
 
 
 def _load(model_dir, device):
-    from models.checkpoint import load_pretrained
-    from pipelines.tokenizer import load_tokenizer
+    from liaotian.models.checkpoint import load_pretrained
+    from liaotian.pipelines.tokenizer import load_tokenizer
 
     model = load_pretrained(model_dir, device=device)
     model.eval()
@@ -147,8 +147,8 @@ class ChatEngine:
     # -- requests ---------------------------------------------------------------------------------
     def prepare(self, req: ChatCompletionRequest, cfg: ServeConfig) -> PreparedChat:
         """Tokenise and check one request (cheap; raises RequestError when it cannot be served)."""
-        from models.generate import DecodingConfig, Prompt
-        from pipelines.dialogue import build_context, non_reply_ids
+        from liaotian.models.generate import DecodingConfig, Prompt
+        from liaotian.pipelines.dialogue import build_context, non_reply_ids
 
         max_new = req.new_tokens(cfg)
         utterances = req.utterances()
@@ -183,7 +183,7 @@ class ChatEngine:
         return ChatResult(choices, item.prompt_tokens)
 
     def _rerank(self, item: PreparedChat, gens):
-        from models.rerank import rerank
+        from liaotian.models.rerank import rerank
 
         candidates = [list(g.token_ids) for g in gens]
         order = rerank(self.mlm, self.mlm_tok, item.prompt.input_ids, candidates,
@@ -193,7 +193,7 @@ class ChatEngine:
     @torch.no_grad()
     def run_batch(self, items: list[PreparedChat]) -> list[ChatResult]:
         """Decode many requests; those with equal decoding settings share one padded batch."""
-        from models.generate import generate
+        from liaotian.models.generate import generate
 
         groups: dict[str, list[int]] = {}
         for i, item in enumerate(items):
@@ -209,7 +209,7 @@ class ChatEngine:
 
     def stream(self, item: PreparedChat) -> Iterator[StreamDelta]:
         """Choice after choice, text deltas as tokens arrive; stop strings are held back, never sent."""
-        from models.generate import stream
+        from liaotian.models.generate import stream
 
         if item.rerank is not None:  # reranking needs every candidate first: one delta per choice
             for j, c in enumerate(self.run_batch([item])[0].choices):
@@ -240,7 +240,7 @@ class ChatEngine:
         """`stream` for several one-choice requests decoded as shared batches (requests with equal
         decoding settings share one): (item index, delta) pairs, each item's deltas in order and
         equal to `stream(item)`'s with the same seed; an item's last delta comes as soon as it ends."""
-        from models.generate import stream_batch
+        from liaotian.models.generate import stream_batch
 
         groups: dict[str, list[int]] = {}
         for i, item in enumerate(items):
@@ -291,7 +291,7 @@ class PreparedAttribution:
 
 def _prediction_rule(extra: dict):
     """The trained loss's prediction-time rule (posthoc_la subtracts tau * log prior), identity otherwise."""
-    from models.losses import build_loss
+    from liaotian.models.losses import build_loss
 
     loss = (extra.get("train") or {}).get("loss") or {}
     if loss.get("name") != "posthoc_la" or not extra.get("class_counts"):
@@ -339,7 +339,7 @@ class Explainer:
             return PreparedAttribution("classifier", ids, None, None, req.target, steps, req.baseline, req.method)
         if self.chat is None:
             raise RequestError("no dialogue model is served: explain a 'text'", param="messages", code="model_unavailable")
-        from pipelines.dialogue import build_context
+        from liaotian.pipelines.dialogue import build_context
 
         tok = self.chat_tok
         reply = tok.encode(req.reply)
@@ -398,7 +398,7 @@ class Explainer:
         return call, done
 
     def explain_one(self, p: PreparedAttribution) -> dict:
-        from models.attribution import integrated_gradients
+        from liaotian.models.attribution import integrated_gradients
 
         (model, ids, target, kw), done = self._call(p)
         return done(integrated_gradients(model, ids, target, **kw))
@@ -406,7 +406,7 @@ class Explainer:
     def explain(self, items: list[PreparedAttribution]) -> list[dict]:
         """One result per item, in order. Several items share their forward/backward passes
         (`models.attribution.integrated_gradients_many`); each keeps its own settings and node choice."""
-        from models.attribution import integrated_gradients_many
+        from liaotian.models.attribution import integrated_gradients_many
 
         if len(items) <= 1:
             return [self.explain_one(p) for p in items]

@@ -130,8 +130,8 @@ def add_cli(parser) -> None:
 
 def cli_main(args) -> int:
     from liaotian.cli import load_config_from_args
-    from serve.api import AttributionRequest, RequestError
-    from serve.engine import Explainer, read_model_type
+    from liaotian.serve.api import AttributionRequest, RequestError
+    from liaotian.serve.engine import Explainer, read_model_type
 
     cfg = load_config_from_args(args)
     model_dir = Path(args.model_dir)

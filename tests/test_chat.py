@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from models.checkpoint import save_pretrained
-    from models.dialog_lm import DialogLM, DialogLMConfig
-    from pipelines.tokenizer import build_vocab
+    from liaotian.models.checkpoint import save_pretrained
+    from liaotian.models.dialog_lm import DialogLM, DialogLMConfig
+    from liaotian.pipelines.tokenizer import build_vocab
 
     tmp = tmp_path_factory.mktemp("chat")
     tok = build_vocab(Counter("你好我很好今天天气不错吃饭了吗哈"))
@@ -49,9 +49,9 @@ def test_chat_prints_streamed_replies_and_reset_clears_history(model_dir, monkey
     assert len(replies) == 3 and "(history cleared)" in out
     assert replies[0] == replies[2]  # after /reset the context is ["你好"] again
 
-    from models.checkpoint import load_pretrained
-    from models.generate import DecodingConfig, generate
-    from pipelines.tokenizer import load_tokenizer
+    from liaotian.models.checkpoint import load_pretrained
+    from liaotian.models.generate import DecodingConfig, generate
+    from liaotian.pipelines.tokenizer import load_tokenizer
     from liaotian.chat import ChatSession
 
     model, tok = load_pretrained(model_dir).eval(), load_tokenizer(model_dir)
@@ -88,9 +88,9 @@ def test_chat_module_does_not_import_ray():
 
 
 def test_chat_with_rerank_prints_one_of_the_candidates(model_dir, monkeypatch, capsys):
-    from models.checkpoint import save_pretrained
-    from models.fast_mlm import FastMLM, FastMLMConfig
-    from pipelines.tokenizer import load_tokenizer
+    from liaotian.models.checkpoint import save_pretrained
+    from liaotian.models.fast_mlm import FastMLM, FastMLMConfig
+    from liaotian.pipelines.tokenizer import load_tokenizer
 
     tok = load_tokenizer(model_dir)
     torch.manual_seed(1)
@@ -98,12 +98,12 @@ def test_chat_with_rerank_prints_one_of_the_candidates(model_dir, monkeypatch, c
     mlm_dir = save_pretrained(FastMLM(mlm_cfg), Path(model_dir).parent / "mlm", tokenizer_dir=model_dir)
     argv = [str(model_dir), "--rerank", str(mlm_dir), "--n", "4", "--seed", "2", "--max-new-tokens", "5"]
     code, out, _ = run_chat(monkeypatch, capsys, argv, "你好\n")
-    from models.checkpoint import load_pretrained
-    from models.generate import DecodingConfig, generate
+    from liaotian.models.checkpoint import load_pretrained
+    from liaotian.models.generate import DecodingConfig, generate
     from liaotian.chat import ChatSession
 
     model = load_pretrained(model_dir).eval()
-    from pipelines.dialogue import non_reply_ids
+    from liaotian.pipelines.dialogue import non_reply_ids
 
     session = ChatSession(model, tok, DecodingConfig(n=4, seed=2, max_new_tokens=5, banned_ids=non_reply_ids(tok)))
     candidates = {tok.decode(g.token_ids) for g in generate(model, [session.prompt(["你好"])], session.decoding, tok.sep_id)[0]}

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.attribution import integrated_gradients
-from models.checkpoint import load_pretrained, save_pretrained
-from models.classifier import Classifier, ClassifierConfig
-from models.dialog_lm import DialogLM, DialogLMConfig
-from models.fast_mlm import FastMLM, FastMLMConfig
-from models.generate import DecodingConfig, Prompt, generate
-from models.linear_attention import LinearAttention, LinearState
-from models.precision import resolve_precision
+from liaotian.models.attribution import integrated_gradients
+from liaotian.models.checkpoint import load_pretrained, save_pretrained
+from liaotian.models.classifier import Classifier, ClassifierConfig
+from liaotian.models.dialog_lm import DialogLM, DialogLMConfig
+from liaotian.models.fast_mlm import FastMLM, FastMLMConfig
+from liaotian.models.generate import DecodingConfig, Prompt, generate
+from liaotian.models.linear_attention import LinearAttention, LinearState
+from liaotian.models.precision import resolve_precision
 
 DEVICE = os.environ.get("LIAOTIAN_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="no CUDA device")
@@ -110,8 +110,8 @@ def test_fast_mlm_prediction_at_i_ignores_token_i_on_device():
 
 
 def test_auto_precision_trains_in_bf16_and_lowers_the_loss():
-    from pipelines import training as T
-    from pipelines.batching import collate_dialog
+    from liaotian.pipelines import training as T
+    from liaotian.pipelines.batching import collate_dialog
 
     device = torch.device(DEVICE)
     precision = T.Precision.resolve("auto", device)

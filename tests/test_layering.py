@@ -7,11 +7,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PURE = [
-    "models.layers", "models.attention", "models.linear_attention", "models.dialog_lm", "models.fast_mlm",
-    "models.masked_lm", "models.classifier", "models.checkpoint", "models.generate", "models.logits",
-    "models.losses", "models.regularizers", "models.attribution", "models.rerank",
-    "pipelines.readers", "pipelines.cleaning", "pipelines.tokenizer", "pipelines.dialogue", "pipelines.schema",
-    "pipelines.batching", "pipelines.training", "pipelines.metrics", "serve.engine", "liaotian.chat",
+    "liaotian.models.layers", "liaotian.models.attention", "liaotian.models.linear_attention", "liaotian.models.dialog_lm", "liaotian.models.fast_mlm",
+    "liaotian.models.masked_lm", "liaotian.models.classifier", "liaotian.models.checkpoint", "liaotian.models.generate", "liaotian.models.logits",
+    "liaotian.models.losses", "liaotian.models.regularizers", "liaotian.models.attribution", "liaotian.models.rerank",
+    "liaotian.pipelines.readers", "liaotian.pipelines.cleaning", "liaotian.pipelines.tokenizer", "liaotian.pipelines.dialogue", "liaotian.pipelines.schema",
+    "liaotian.pipelines.batching", "liaotian.pipelines.training", "liaotian.pipelines.metrics", "liaotian.serve.engine", "liaotian.chat",
 ]
 
 

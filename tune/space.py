@@ -22,8 +22,8 @@ from dataclasses import fields
 from typing import Any
 
 from liaotian.config import ConfigError, apply_overrides, from_dict, to_dict
-from pipelines.config import LossSection, RegularizerSection, TrainJobConfig
-from tune.config import TuneConfig
+from liaotian.pipelines.config import LossSection, RegularizerSection, TrainJobConfig
+from liaotian.tune.config import TuneConfig
 
 _LOSS_KEYS = {f.name for f in fields(LossSection)}
 _REG_KEYS = {f.name for f in fields(RegularizerSection)}

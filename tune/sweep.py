@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from liaotian.config import ConfigError, from_dict, run_config_cls, to_dict
-from tune import report as report_mod
-from tune.space import expand, job_for
+from liaotian.tune import report as report_mod
+from liaotian.tune.space import expand, job_for
 
 METRIC, MODE = "val_balanced_accuracy", "max"
 DONE_KEY = "trial_done"  # set only in the report that follows a finished training run
@@ -61,7 +61,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback  # rank 0's reports -> this trial
 
-    from pipelines.train import run as train_run
+    from liaotian.pipelines.train import run as train_run
 
     spec = config["spec"]
     # The trial's directory in the experiment's storage, not Tune's per-session staging copy
@@ -110,7 +110,7 @@ def _build_tuner(cfg, exp_dir: Path, trainable, callbacks):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from tune.space import param_space
+    from liaotian.tune.space import param_space
 
     tc = cfg.tune
     max_steps = tc.max_steps or cfg.train.classifier.max_steps

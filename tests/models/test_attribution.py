@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.attribution import integrated_gradients, quadrature
-from models.dialog_lm import DialogLM, DialogLMConfig
+from liaotian.models.attribution import integrated_gradients, quadrature
+from liaotian.models.dialog_lm import DialogLM, DialogLMConfig
 
 try:
     from captum.attr import LayerIntegratedGradients
@@ -20,7 +20,7 @@ CTX, REPLY, SEG = [2, 10, 11, 12, 3, 20, 21, 22, 3], [30, 31, 32, 3], [0, 0, 0, 
 
 
 def make_classifier(encoder="masked_lm", noise=0.05):
-    from models.classifier import Classifier, ClassifierConfig
+    from liaotian.models.classifier import Classifier, ClassifierConfig
 
     torch.manual_seed(0)
     enc = dict(vocab_size=120, max_len=32, n_layer=2, n_head=2, d_model=48)

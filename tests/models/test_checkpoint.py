@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.checkpoint import load_pretrained, save_pretrained
-from models.classifier import Classifier, ClassifierConfig
-from models.dialog_lm import DialogLM, DialogLMConfig
-from models.fast_mlm import FastMLM, FastMLMConfig
-from models.masked_lm import MaskedLM, MaskedLMConfig
+from liaotian.models.checkpoint import load_pretrained, save_pretrained
+from liaotian.models.classifier import Classifier, ClassifierConfig
+from liaotian.models.dialog_lm import DialogLM, DialogLMConfig
+from liaotian.models.fast_mlm import FastMLM, FastMLMConfig
+from liaotian.models.masked_lm import MaskedLM, MaskedLMConfig
 
 SMALL = dict(vocab_size=40, max_len=24, n_layer=2, n_head=2, d_model=32, dropout=0.0)
 

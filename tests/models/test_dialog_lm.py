@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.dialog_lm import PRESETS, DialogLM, DialogLMConfig
+from liaotian.models.dialog_lm import PRESETS, DialogLM, DialogLMConfig
 
 V = 40
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from models.fast_mlm import FastMLM, FastMLMConfig
-from models.masked_lm import MaskedLM, MaskedLMConfig, mask_tokens
+from liaotian.models.fast_mlm import FastMLM, FastMLMConfig
+from liaotian.models.masked_lm import MaskedLM, MaskedLMConfig, mask_tokens
 
 V = 40
 SMALL = dict(vocab_size=V, max_len=24, n_layer=2, n_head=2, d_model=32, dropout=0.0)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from models.generate import DecodingConfig, Generation, Prompt, build_rules, apply_rules, generate, stream
+from liaotian.models.generate import DecodingConfig, Generation, Prompt, build_rules, apply_rules, generate, stream
 
 V, PAD, EOS = 10, 0, 3
 
@@ -207,7 +207,7 @@ def test_generation_is_plain_data():
 
 @pytest.mark.parametrize("attention,self_terminating", [("softmax", False), ("linear", False), ("softmax", True)])
 def test_dialog_lm_batched_streamed_and_beam_agree(attention, self_terminating):
-    from models.dialog_lm import DialogLM, DialogLMConfig
+    from liaotian.models.dialog_lm import DialogLM, DialogLMConfig
 
     torch.manual_seed(0)
     cfg = DialogLMConfig(vocab_size=40, max_len=64, n_layer=2, n_head=2, d_model=32, dropout=0.0, attention=attention,

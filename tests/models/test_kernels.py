@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import kernels
-from models.attention import _bf16_attention
-from models.dialog_lm import DialogLM, DialogLMConfig
-from models.layers import _RowCrossEntropy, cross_entropy_rows
+from liaotian.models import kernels
+from liaotian.models.attention import _bf16_attention
+from liaotian.models.dialog_lm import DialogLM, DialogLMConfig
+from liaotian.models.layers import _RowCrossEntropy, cross_entropy_rows
 
 needs_onednn = pytest.mark.skipif(not kernels._ONEDNN, reason="torch built without oneDNN")
 

@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from models.linear_attention import LinearAttention, LinearState, causal_linear_attention, linear_attention
+from liaotian.models.linear_attention import LinearAttention, LinearState, causal_linear_attention, linear_attention
 
 
 def reference(q, k, v, causal, key_mask=None):

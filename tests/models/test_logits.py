@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from models import logits as L
+from liaotian.models import logits as L
 
 INF = float("-inf")
 
@@ -112,7 +112,7 @@ def test_filtered_scores_renormalise_over_the_candidate_set():
 def test_banned_tokens_are_never_generated_but_eos_stays_reachable():
     import torch
 
-    from models.generate import DecodingConfig, build_rules, apply_rules
+    from liaotian.models.generate import DecodingConfig, build_rules, apply_rules
 
     scores = torch.tensor([[5.0, 4.0, 3.0, 0.0]])  # token 0 (a special) would win; 3 is eos
     rules = build_rules(DecodingConfig(strategy="greedy", banned_ids=(0, 3)), eos_id=3)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from models.losses import LOSSES, build_loss, inverse_frequency_weights
+from liaotian.models.losses import LOSSES, build_loss, inverse_frequency_weights
 
 LOGITS = [[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 3.0], [1.0, -1.0, 0.5]]
 TARGETS = [0, 2, 2, 1]

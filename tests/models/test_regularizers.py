@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.regularizers import REGULARIZERS, build_regularizer, regularized_weights
+from liaotian.models.regularizers import REGULARIZERS, build_regularizer, regularized_weights
 
 
 class ReluNet(nn.Module):

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from models.rerank import map_ids, mlm_scores, rerank
+from liaotian.models.rerank import map_ids, mlm_scores, rerank
 
 TOK = SimpleNamespace(pad_id=0, unk_id=1, cls_id=2, sep_id=3)
 
@@ -62,7 +62,7 @@ def test_ids_map_between_vocabularies_by_token_string():
 
 
 def test_fast_mlm_scores_do_not_depend_on_batch_padding():
-    from models.fast_mlm import FastMLM, FastMLMConfig
+    from liaotian.models.fast_mlm import FastMLM, FastMLMConfig
 
     torch.manual_seed(0)
     mlm = FastMLM(FastMLMConfig(vocab_size=30, max_len=32, n_layer=1, n_head=2, d_model=32, dropout=0.0)).eval()

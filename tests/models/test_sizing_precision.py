@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from models.precision import autocast, resolve_precision
-from models.sizing import check_embedding_dim, min_embedding_dim
+from liaotian.models.precision import autocast, resolve_precision
+from liaotian.models.sizing import check_embedding_dim, min_embedding_dim
 
 
 def test_min_embedding_dim_is_8_33_ln_n():

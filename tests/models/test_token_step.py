@@ -3,9 +3,9 @@ computation, and the step agrees with the full forward in every precision and la
 import pytest
 import torch
 
-from models import token_step
-from models.dialog_lm import DialogLM, DialogLMConfig
-from models.kernels import set_onednn_linear
+from liaotian.models import token_step
+from liaotian.models.dialog_lm import DialogLM, DialogLMConfig
+from liaotian.models.kernels import set_onednn_linear
 
 
 def make(seed=0, vocab=300, n_segments=2):
@@ -81,7 +81,7 @@ def test_scripted_step_matches_the_full_forward(n_segments):
 
 
 def test_kv_cache_reserve_grows_geometrically_and_keeps_what_was_written():
-    from models.attention import KVCache
+    from liaotian.models.attention import KVCache
 
     cache = KVCache(capacity=4)
     k, v = torch.randn(2, 3, 3, 5), torch.randn(2, 3, 3, 5)

@@ -64,7 +64,7 @@ def _text_rows(tok, n, rng):
 @pytest.fixture(scope="session")
 def train_data(tmp_path_factory) -> dict[str, Path]:
     """{"dialog": dir, "text": dir, "sentiment": dir}: train/valid/test shards, vocab, manifest."""
-    from pipelines.tokenizer import build_vocab, count_chars
+    from liaotian.pipelines.tokenizer import build_vocab, count_chars
 
     root = tmp_path_factory.mktemp("train_data")
     tok = build_vocab(count_chars([u for p in PAIRS for u in p] + [POSITIVE, NEGATIVE, FILLER]))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.batching import (IGNORE_INDEX, MLMMasker, bucket_indices, bucketed, collate_classifier, collate_dialog,
+from liaotian.pipelines.batching import (IGNORE_INDEX, MLMMasker, bucket_indices, bucketed, collate_classifier, collate_dialog,
                                 collate_mlm, make_collate, pad, padding_share)
 
 
@@ -33,7 +33,7 @@ def test_collate_classifier_and_fast_mlm_labels():
 
 
 def test_standard_mlm_masking_through_the_model_rule():
-    pytest.importorskip("models.masked_lm")
+    pytest.importorskip("liaotian.models.masked_lm")
     rows = {"input_ids": [np.array([2] + list(range(10, 60)) + [3])] * 40}
     masker = MLMMasker(mask_id=4, vocab_size=80, special_ids=(0, 1, 2, 3, 4), seed=0)
     b = make_collate("mlm", 0, masker)(rows)

@@ -3,7 +3,7 @@ from collections import Counter
 
 import numpy as np
 
-from pipelines.cleaning import (clean_dialogues, clean_text, clean_texts, content_key, duplicate_mask,
+from liaotian.pipelines.cleaning import (clean_dialogues, clean_text, clean_texts, content_key, duplicate_mask,
                                 fullwidth_to_ascii, normalize_whitespace, remove_control, split_at_empty)
 
 
@@ -44,7 +44,7 @@ def test_arrow_batch_path_matches_the_rules_one_string_at_a_time():
 
     import pyarrow as pa
 
-    from pipelines.cleaning import TEXT_RULES, clean_dialogue_lists
+    from liaotian.pipelines.cleaning import TEXT_RULES, clean_dialogue_lists
 
     rng = random.Random(0)
     for alphabet in (list("ab 中文，？！Ａ｀"),  # the NumPy fast path only

@@ -1,8 +1,8 @@
 """Samples: segment ids, loss masks, windows (every response learnt exactly once), build_context."""
 from collections import Counter
 
-from pipelines.dialogue import build_context, dialogue_samples, encode_pieces, plan_windows
-from pipelines.tokenizer import build_vocab, count_chars
+from liaotian.pipelines.dialogue import build_context, dialogue_samples, encode_pieces, plan_windows
+from liaotian.pipelines.tokenizer import build_vocab, count_chars
 
 TOK = build_vocab(count_chars(["abcdefghij"]))
 

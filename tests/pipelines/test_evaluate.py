@@ -10,18 +10,18 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipelines.evaluate import parse_setting, split_sample
+from liaotian.pipelines.evaluate import parse_setting, split_sample
 
 DIALOGUES = [["你好", "你好呀", "吃饭了吗"], ["今天天气不错", "是啊"], ["我很好", "哈哈", "不错", "好的"], ["吃了吗", "吃了"]]
 
 
 @pytest.fixture(scope="module")
 def run_setup(tmp_path_factory):
-    from models.checkpoint import save_pretrained
-    from models.dialog_lm import DialogLM, DialogLMConfig
-    from pipelines.dialogue import dialogue_samples
-    from pipelines.schema import DIALOG_SCHEMA
-    from pipelines.tokenizer import build_vocab
+    from liaotian.models.checkpoint import save_pretrained
+    from liaotian.models.dialog_lm import DialogLM, DialogLMConfig
+    from liaotian.pipelines.dialogue import dialogue_samples
+    from liaotian.pipelines.schema import DIALOG_SCHEMA
+    from liaotian.pipelines.tokenizer import build_vocab
 
     tmp = tmp_path_factory.mktemp("eval")
     tok = build_vocab(Counter("".join(u for d in DIALOGUES for u in d)))

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from pipelines import metrics as M
+from liaotian.pipelines import metrics as M
 
 
 def test_perplexity_is_exp_of_mean_nll():

@@ -4,7 +4,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.schema import DIALOG_SCHEMA, SENTIMENT_SCHEMA, Manifest
+from liaotian.pipelines.schema import DIALOG_SCHEMA, SENTIMENT_SCHEMA, Manifest
 
 
 @pytest.fixture
@@ -21,8 +21,8 @@ def corpus(tmp_path):
 
 
 def test_dialog_accounts_for_every_record(ray_session, corpus, tmp_path):
-    from pipelines.config import DialogDataConfig
-    from pipelines.prepare import run_dialog
+    from liaotian.pipelines.config import DialogDataConfig
+    from liaotian.pipelines.prepare import run_dialog
 
     out = tmp_path / "out"
     inputs = [str(corpus / n) for n in ("lccc.json", "trunc.json", "bad.jsonl")]
@@ -57,8 +57,8 @@ def test_cli_refuses_a_non_empty_output_without_overwrite(ray_session, corpus, t
 
 
 def test_sentiment_imbalance_touches_train_only(ray_session, tmp_path):
-    from pipelines.config import SentimentDataConfig
-    from pipelines.prepare_text import run_texts
+    from liaotian.pipelines.config import SentimentDataConfig
+    from liaotian.pipelines.prepare_text import run_texts
 
     f = tmp_path / "s.csv"
     rows = ["text,label"] + [f"好评{i}号,1" for i in range(300)] + [f"差评{i}号,0" for i in range(300)] + ["坏,x"]
@@ -76,8 +76,8 @@ def test_sentiment_imbalance_touches_train_only(ray_session, tmp_path):
 
 def test_text_job_and_sentiment_default_to_the_runs_text_vocab(ray_session, tmp_path):
     from liaotian.cli import main
-    from pipelines.schema import TEXT_SCHEMA
-    from pipelines.tokenizer import CharTokenizer
+    from liaotian.pipelines.schema import TEXT_SCHEMA
+    from liaotian.pipelines.tokenizer import CharTokenizer
 
     lines = ["今天天气不错", "", "你好", "今天天气不错", "好长好长好长好长好长好长"]  # empty, duplicate, cut to 6
     (tmp_path / "t.txt").write_bytes("\n".join(lines).encode() + b"\n\xff\xfe\n")  # + invalid UTF-8
@@ -106,8 +106,8 @@ def test_text_job_and_sentiment_default_to_the_runs_text_vocab(ray_session, tmp_
 def test_dialog_byte_ranges_give_the_same_output_as_whole_file_reads(ray_session, tmp_path):
     """The parallel read (byte ranges, C json + Arrow) against the careful per-record read of whole
     files (range_bytes=0): same shards, same rejections, same manifest counts."""
-    from pipelines.config import DialogDataConfig
-    from pipelines.prepare import run_dialog
+    from liaotian.pipelines.config import DialogDataConfig
+    from liaotian.pipelines.prepare import run_dialog
 
     rows = [["你 好", "你 好 呀"], ["今 天 天 气", "不 错", "", "是 啊", "走 吧"], ["ｆｕｌｌ ｗｉｄｔｈ", "ok  good"], ["一"],
             ["他 说 \"好\"", "路 径 C:\\ 盘\t和\n换 行"]]

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from pipelines.readers import CorpusError, RawDialogue, detect_format, read_corpus, restore_spacing
-from pipelines.schema import RejectedRecord
+from liaotian.pipelines.readers import CorpusError, RawDialogue, detect_format, read_corpus, restore_spacing
+from liaotian.pipelines.schema import RejectedRecord
 
 
 def test_restore_spacing_joins_cjk_and_keeps_ascii_words():
@@ -80,8 +80,8 @@ def _ranges_vs_whole(p, range_bytes):
     """Every planned range read by the fast path (or its careful fallback) == the whole-file careful read."""
     import pyarrow as pa
 
-    from pipelines.readers import lccc_plan, read_lccc
-    from pipelines.shards import _blocks, _raw_table
+    from liaotian.pipelines.readers import lccc_plan, read_lccc
+    from liaotian.pipelines.shards import _blocks, _raw_table
 
     plan = lccc_plan(p, range_bytes)
     assert plan is not None
@@ -114,7 +114,7 @@ def test_lccc_ranges_read_exactly_what_the_whole_file_read_does(tmp_path, range_
     '[{"dialog": ["a"]}]', '{"train": "x"}', '{"train": [["a"]], "train": [["b"]]}', '[["\\ud83d\\ude00"]]', '[["\\x"]]',
     '[["a\nb"]]', '{"train": [["a"]]}{', '', '  '])
 def test_lccc_plan_leaves_every_other_file_to_the_careful_reader(tmp_path, text):
-    from pipelines.readers import lccc_plan
+    from liaotian.pipelines.readers import lccc_plan
 
     p = tmp_path / "x.json"
     p.write_text(text)
@@ -122,7 +122,7 @@ def test_lccc_plan_leaves_every_other_file_to_the_careful_reader(tmp_path, text)
 
 
 def test_lccc_plan_names_a_key_that_is_not_a_split(tmp_path):
-    from pipelines.readers import lccc_plan
+    from liaotian.pipelines.readers import lccc_plan
 
     p = tmp_path / "s.json"
     p.write_text('{"train": [["a","b"]], "training": [["c","d"]]}')
@@ -132,7 +132,7 @@ def test_lccc_plan_names_a_key_that_is_not_a_split(tmp_path):
 
 def test_lccc_plan_of_a_large_file_scans_in_blocks(tmp_path, monkeypatch):
     """Scan blocks far smaller than the file (escapes and strings cut at block edges) give the same plan."""
-    from pipelines import readers
+    from liaotian.pipelines import readers
 
     rows = [[f"第 {i} 句 \\ \"", "好 的 \\u"] for i in range(300)]
     p = tmp_path / "big.json"

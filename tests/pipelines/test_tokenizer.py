@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from pipelines.tokenizer import SPECIALS, CharTokenizer, build_vocab, count_chars, load_tokenizer
+from liaotian.pipelines.tokenizer import SPECIALS, CharTokenizer, build_vocab, count_chars, load_tokenizer
 
 
 def test_built_vocab_puts_specials_first_then_by_count():

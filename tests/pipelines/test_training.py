@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines import training as T
-from pipelines.batching import collate_dialog
-from pipelines.config import OptimSection, TrainJobConfig
+from liaotian.pipelines import training as T
+from liaotian.pipelines.batching import collate_dialog
+from liaotian.pipelines.config import OptimSection, TrainJobConfig
 
 VOCAB = T.Vocab(vocab_size=40, pad_id=0, cls_id=2, sep_id=3, mask_id=4, special_ids=(0, 1, 2, 3, 4, 5, 6))
 SMALL = {"preset": "tiny", "n_layer": 1, "n_head": 2, "d_model": 32, "dropout": 0.0}
@@ -41,7 +41,7 @@ def test_lr_schedule_warmup_then_decay_to_floor():
 
 
 def test_decoupled_weight_decay_goes_to_matrices_only():
-    from models.regularizers import build_regularizer
+    from liaotian.models.regularizers import build_regularizer
     model = T.build_model("dialog", SMALL, VOCAB)
     opt = T.build_optimizer(model, OptimSection(), build_regularizer("decoupled_wd", 0.01))
     decays = sorted(g["weight_decay"] for g in opt.param_groups)

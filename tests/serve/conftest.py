@@ -27,11 +27,11 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """{"dialog", "mlm", "classifier"}: tiny random-init model directories sharing one tokenizer."""
     import torch
 
-    from models.checkpoint import save_pretrained
-    from models.classifier import Classifier, ClassifierConfig
-    from models.dialog_lm import DialogLM, DialogLMConfig
-    from models.fast_mlm import FastMLM, FastMLMConfig
-    from pipelines.tokenizer import CharTokenizer
+    from liaotian.models.checkpoint import save_pretrained
+    from liaotian.models.classifier import Classifier, ClassifierConfig
+    from liaotian.models.dialog_lm import DialogLM, DialogLMConfig
+    from liaotian.models.fast_mlm import FastMLM, FastMLMConfig
+    from liaotian.pipelines.tokenizer import CharTokenizer
 
     root = tmp_path_factory.mktemp("serve_models")
     vocab_file = root / "vocab.txt"
@@ -71,7 +71,7 @@ def served(ray_session, tiny_models, tmp_path_factory):
     from ray import serve
 
     from liaotian.config import load_run_config
-    from serve.app import run
+    from liaotian.serve.app import run
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

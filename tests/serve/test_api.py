@@ -6,9 +6,9 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from serve.api import create_app
-from serve.config import ServeConfig
-from serve.engine import ChatEngine, Explainer, LocalBackend
+from liaotian.serve.api import create_app
+from liaotian.serve.config import ServeConfig
+from liaotian.serve.engine import ChatEngine, Explainer, LocalBackend
 
 USER = [{"role": "user", "content": "你好，今天天气很不错"}]
 

@@ -146,13 +146,13 @@ def test_overload_answers_503_fast(served):
 
 
 def test_build_app_and_serve_config(tiny_models, tmp_path):
-    """The application builder behind `serve run serve.app:build_app` and serve/serve_config.yaml."""
+    """The application builder behind `serve run liaotian.serve.app:build_app` and serve/serve_config.yaml."""
     from pathlib import Path
 
     import yaml
 
     from liaotian.config import ConfigError
-    from serve.app import build_app
+    from liaotian.serve.app import build_app
 
     sets = [f"serve.chat_model={tiny_models['dialog']}", f"serve.classifier_model={tiny_models['classifier']}",
             f"run_dir={tmp_path}"]

@@ -6,10 +6,10 @@ import re
 import pytest
 import torch
 
-from serve.api import AttributionRequest, ChatCompletionRequest
-from serve.config import ServeConfig
-from serve.engine import ChatEngine, Explainer, _holdback, _stop_cut
-from serve.explain import heat_rgb, render_ansi, render_html
+from liaotian.serve.api import AttributionRequest, ChatCompletionRequest
+from liaotian.serve.config import ServeConfig
+from liaotian.serve.engine import ChatEngine, Explainer, _holdback, _stop_cut
+from liaotian.serve.explain import heat_rgb, render_ansi, render_html
 
 CFG = ServeConfig(max_new_tokens=16)
 
@@ -36,7 +36,7 @@ def test_batch_gives_each_request_its_own_reply(engine):
 
 
 def test_history_is_formatted_with_build_context(engine, tiny_models):
-    from pipelines.dialogue import build_context
+    from liaotian.pipelines.dialogue import build_context
 
     req = ChatCompletionRequest.model_validate({"messages": [
         {"role": "user", "content": "你好"}, {"role": "assistant", "content": "好"},
@@ -119,7 +119,7 @@ def test_posthoc_logit_adjustment_applies_at_prediction_time_only_for_that_loss(
 
     import torch
 
-    from serve.engine import _prediction_rule
+    from liaotian.serve.engine import _prediction_rule
 
     logits = torch.zeros(1, 2)
     adjusted = _prediction_rule({"train": {"loss": {"name": "posthoc_la", "tau": 1.0}}, "class_counts": [1, 9]})(logits)
@@ -130,7 +130,7 @@ def test_posthoc_logit_adjustment_applies_at_prediction_time_only_for_that_loss(
 
 
 def test_default_explanation_is_adaptive_and_meets_the_completeness_tolerance(tiny_models):
-    from serve.api import AttributionRequest
+    from liaotian.serve.api import AttributionRequest
 
     ex = Explainer(tiny_models["classifier"])  # default_steps="auto"
     req = AttributionRequest.model_validate({"text": "今天天气不错"})
@@ -142,7 +142,7 @@ def test_default_explanation_is_adaptive_and_meets_the_completeness_tolerance(ti
 
 
 def test_explainer_shares_passes_across_requests_and_equals_one_by_one(tiny_models, monkeypatch):
-    import models.attribution as A
+    import liaotian.models.attribution as A
 
     ex = Explainer(tiny_models["classifier"], tiny_models["dialog"], default_steps="auto")
     bodies = [{"text": "开心"}, {"text": "今天天气很不错，我很开心", "steps": 16}, {"text": "难过", "steps": "auto"},
@@ -187,7 +187,7 @@ def test_stream_many_equals_each_stream(engine):
 
 def test_decode_precision_reaches_the_model_and_is_validated(tiny_models):
     from liaotian.config import ConfigError
-    from models.precision import resolve_precision
+    from liaotian.models.precision import resolve_precision
 
     bf16 = ChatEngine(tiny_models["dialog"], decode_precision="bf16")
     assert bf16.model.decode_precision == "bf16"

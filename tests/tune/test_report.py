@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from tune import report
+from liaotian.tune import report
 
 
 def _rec(i, loss, reg, seed, bacc, status="completed", lr=1e-3, history=True):

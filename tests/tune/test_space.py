@@ -2,7 +2,7 @@
 import pytest
 
 from liaotian.config import ConfigError, load_run_config
-from tune import space
+from liaotian.tune import space
 
 
 def _cfg(*sets):

@@ -30,7 +30,7 @@ def _text(rng: random.Random, label: int) -> str:
 
 
 def write_sentiment_dir(root: Path, counts: dict[str, tuple[int, int]], seed: int = 0) -> Path:
-    from pipelines.tokenizer import CharTokenizer
+    from liaotian.pipelines.tokenizer import CharTokenizer
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "vocab.txt").write_text("\n".join(SPECIALS + sorted(set(POS + NEG + NOISE))) + "\n", encoding="utf-8")
@@ -68,7 +68,7 @@ def _cfg(run_dir: Path, *sets: str):
 
 
 def test_tiny_sweep_writes_report_exports_best_and_reports_the_failed_trial(ray_session, run_dir):
-    from tune import sweep
+    from liaotian.tune import sweep
 
     # focal with gamma < 0 raises inside the Train worker: that trial fails, the others finish
     cfg = _cfg(run_dir, "tune.losses=[{name: ce}, {name: logit_adjusted, tau: 1.0}, {name: focal, gamma: -1.0}]",
@@ -104,7 +104,7 @@ def test_tiny_sweep_writes_report_exports_best_and_reports_the_failed_trial(ray_
     assert res.model_dir == cfg.paths.model("sentiment")
     assert (res.model_dir / "config.json").is_file() and (res.model_dir / "vocab.txt").is_file()
     assert json.loads((res.model_dir / "sweep.json").read_text(encoding="utf-8"))["trial_id"] == res.best["trial_id"]
-    from models.checkpoint import load_pretrained
+    from liaotian.models.checkpoint import load_pretrained
     model = load_pretrained(res.model_dir)
     assert type(model).__name__ == "Classifier"
 
@@ -126,7 +126,7 @@ def _interrupt_after_first_completion(marker: Path):
 
 
 def test_resume_after_interruption_does_not_rerun_finished_trials(ray_session, run_dir):
-    from tune import sweep
+    from liaotian.tune import sweep
 
     # one trial at a time, so that the interruption lands between trials
     cfg = _cfg(run_dir, "tune.losses=[{name: weighted_ce}, {name: posthoc_la, tau: 1.0}]",
