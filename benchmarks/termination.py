@@ -27,7 +27,7 @@ import torch
 
 from liaotian.models.dialog_lm import DialogLM, DialogLMConfig
 from liaotian.models.generate import DecodingConfig
-from liaotian.pipelines.batching import collate_dialog
+from liaotian.pipelines.collate import collate_dialog
 from liaotian.pipelines.dialogue import dialogue_samples
 from liaotian.pipelines.evaluate import generate_replies, split_sample
 from liaotian.pipelines.readers import RawDialogue, chatterbot_files, read_chatterbot

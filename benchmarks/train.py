@@ -1,6 +1,6 @@
 """Ray Train throughput (issue 6): tokens/s with 1 and 2 workers, time waiting for data, padding share.
 
-The same `pipelines.train.run` a user runs, on the same data and model config, with 1 and then 2 CPU
+The same `pipelines.train_job.run` a user runs, on the same data and model config, with 1 and then 2 CPU
 workers on one local Ray cluster; tokens/s (real tokens, padding excluded) and the share of step time
 spent waiting for the next batch come from the runs' own reports (the first report, which includes
 worker start-up, is left out). The padding share with and without length bucketing is computed over
@@ -64,7 +64,7 @@ def padding_shares(data_dir: Path, batch_size: int, window: int) -> tuple[float,
     import numpy as np
     import pyarrow.parquet as pq
 
-    from liaotian.pipelines.batching import bucket_indices, padding_share
+    from liaotian.pipelines.collate import bucket_indices, padding_share
 
     lengths = [len(x) for x in pq.read_table(data_dir / "train", columns=["input_ids"]).column("input_ids").to_pylist()]
     rng = np.random.default_rng(0)
@@ -81,7 +81,7 @@ def padding_shares(data_dir: Path, batch_size: int, window: int) -> tuple[float,
 
 def train_once(data_dir: Path, storage: Path, workers: int, steps: int, batch_size: int, model: dict, bucket: bool) -> dict:
     from liaotian.config import load_run_config
-    from liaotian.pipelines.train import run
+    from liaotian.pipelines.train_job import run
 
     job = {"model": model, "max_steps": steps, "batch_size": batch_size, "eval_every": steps, "checkpoint_every": steps,
            "log_every": max(1, steps // 5), "eval_batches": 2, "bucket_by_length": bucket,

@@ -14,7 +14,7 @@ from liaotian.config import ConfigError, load_run_config
 # command -> (module, one-line help)
 STAGES: dict[str, tuple[str, str]] = {
     "data": ("liaotian.pipelines.prepare", "preprocess corpora into Parquet shards with Ray Data"),
-    "train": ("liaotian.pipelines.train", "pretrain a model on the shards with Ray Train"),
+    "train": ("liaotian.pipelines.train_job", "pretrain a model on the shards with Ray Train"),
     "tune": ("liaotian.tune.sweep", "sweep losses x regularisers with Ray Tune"),
     "eval": ("liaotian.pipelines.evaluate", "evaluate a dialogue model: perplexity and decoding metrics"),
     "serve": ("liaotian.serve.app", "serve the chatbot and the attribution service with Ray Serve"),

@@ -104,8 +104,8 @@ def generate_replies(model, prompts: list[Prompt], cfg: DecodingConfig, eos_id: 
 @torch.no_grad()
 def response_perplexity(model, samples: list[dict], pad_id: int, batch_size: int) -> dict:
     """Perplexity over every loss_mask token of the samples (all responses, [SEP] included)."""
-    from liaotian.pipelines.batching import collate_dialog
-    from liaotian.pipelines.training import forward_loss, loss_positions
+    from liaotian.pipelines.collate import collate_dialog
+    from liaotian.pipelines.train_loop import forward_loss, loss_positions
 
     model.eval()
     nll, count = 0.0, 0

@@ -11,7 +11,7 @@ Each deployment is its own FastAPI ingress (`__serve_build_asgi_app__`), so an o
 answers 503 from the proxy (`max_queued_requests`) without a hop through another replica.
 
 Batching: with `serve.<app>.batching` on, concurrent requests on a replica are gathered by
-`serve.batching.AdaptiveBatcher` (up to `max_batch_size`; a batch waits at most `batch_wait_timeout_s`
+`serve.request_batching.AdaptiveBatcher` (up to `max_batch_size`; a batch waits at most `batch_wait_timeout_s`
 for as many requests as the recent load, so a lone request is not delayed and a closed loop of
 clients is not split into groups that take turns, as `@serve.batch`'s fixed timeout did) and decoded
 as one batch; off, a replica serves one request at a time (the benchmark's baseline). Streaming
@@ -34,7 +34,7 @@ from ray import serve
 
 from liaotian.config import ConfigError, from_dict, to_dict
 from liaotian.serve.api import create_app
-from liaotian.serve.batching import AdaptiveBatcher, StreamBatcher
+from liaotian.serve.request_batching import AdaptiveBatcher, StreamBatcher
 from liaotian.serve.config import DeploymentSection, ServeConfig
 from liaotian.serve.engine import ChatEngine, Explainer, iterate_in_thread
 

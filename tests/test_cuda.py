@@ -110,8 +110,8 @@ def test_fast_mlm_prediction_at_i_ignores_token_i_on_device():
 
 
 def test_auto_precision_trains_in_bf16_and_lowers_the_loss():
-    from liaotian.pipelines import training as T
-    from liaotian.pipelines.batching import collate_dialog
+    from liaotian.pipelines import train_loop as T
+    from liaotian.pipelines.collate import collate_dialog
 
     device = torch.device(DEVICE)
     precision = T.Precision.resolve("auto", device)

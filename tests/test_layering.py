@@ -11,7 +11,7 @@ PURE = [
     "liaotian.models.masked_lm", "liaotian.models.classifier", "liaotian.models.checkpoint", "liaotian.models.generate", "liaotian.models.logits",
     "liaotian.models.losses", "liaotian.models.regularizers", "liaotian.models.attribution", "liaotian.models.rerank",
     "liaotian.pipelines.readers", "liaotian.pipelines.cleaning", "liaotian.pipelines.tokenizer", "liaotian.pipelines.dialogue", "liaotian.pipelines.schema",
-    "liaotian.pipelines.batching", "liaotian.pipelines.training", "liaotian.pipelines.metrics", "liaotian.serve.engine", "liaotian.chat",
+    "liaotian.pipelines.collate", "liaotian.pipelines.train_loop", "liaotian.pipelines.metrics", "liaotian.serve.engine", "liaotian.chat",
 ]
 
 

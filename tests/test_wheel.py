@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -33,8 +34,16 @@ def _run(cmd, cwd, timeout=600, **kw):
 @pytest.fixture(scope="module")
 def fresh_env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
+    # Build from a copy of the files git would ship: setuptools leaves build/ in the source tree, and a
+    # stale build/lib there would put deleted modules back into the wheel.
+    src = tmp / "src"
+    listed = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT).stdout
+    for rel in filter(None, listed.split("\0")):
+        if (ROOT / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, src / rel)
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"),
-          str(ROOT)], cwd=tmp)
+          str(src)], cwd=tmp)
     (wheel,) = (tmp / "dist").glob("liaotian-*.whl")
     venv = tmp / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp)

@@ -1,6 +1,6 @@
 """`liaotian tune`: Ray Tune over losses x regularisers x lr x seeds for the sentiment classifier.
 
-One trial = one `pipelines.train.run("classifier", ...)` - the same training code as `liaotian train
+One trial = one `pipelines.train_job.run("classifier", ...)` - the same training code as `liaotian train
 classifier` - with the trial's overrides applied to a copy of `cfg.train.classifier`. Ray 2.60 no longer
 accepts a Trainer as a Tune trainable (research/ray.md §1), so the trial is a function that builds and
 fits the TorchTrainer itself and forwards rank 0's reports to Tune with `TuneReportCallback`; ASHA then
@@ -61,7 +61,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback  # rank 0's reports -> this trial
 
-    from liaotian.pipelines.train import run as train_run
+    from liaotian.pipelines.train_job import run as train_run
 
     spec = config["spec"]
     # The trial's directory in the experiment's storage, not Tune's per-session staging copy

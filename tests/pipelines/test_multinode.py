@@ -47,7 +47,7 @@ def three_node_cluster():
 def test_two_workers_on_two_nodes_train(three_node_cluster, train_data, tmp_path):
     import ray
     from liaotian.config import load_run_config
-    from liaotian.pipelines.train import run
+    from liaotian.pipelines.train_job import run
 
     assert len([n for n in ray.nodes() if n["Alive"]]) == 3
     job = {"model": {"preset": "tiny", "n_layer": 1, "n_head": 2, "d_model": 40, "dropout": 0.0},

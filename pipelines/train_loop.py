@@ -1,6 +1,6 @@
 """The training step, schedule, evaluation and checkpoint state, shared by every model kind. No Ray here.
 
-`pipelines/train.py` runs these inside Ray Train workers; the tests run them in-process. Checkpoint
+`pipelines/train_job.py` runs these inside Ray Train workers; the tests run them in-process. Checkpoint
 state is safetensors (model and optimiser tensors) plus JSON (step, data position, RNG, schedule):
 nothing is pickled, so a checkpoint from an untrusted place cannot run code when loaded.
 """
@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-from liaotian.pipelines.batching import Batch, IGNORE_INDEX
+from liaotian.pipelines.collate import Batch, IGNORE_INDEX
 
 KINDS = ("dialog", "mlm", "classifier")
 MLM_TYPES = ("fast_mlm", "masked_lm")

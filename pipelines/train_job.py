@@ -1,8 +1,8 @@
 """`liaotian train dialog|mlm|classifier`: pretrain on the Parquet shards with Ray Train (TorchTrainer, Train V2).
 
 The driver reads the shards with Ray Data, checks the resource request against the cluster, fits, then
-exports the best checkpoint as a model dir. Workers run `train_loop`; everything they compute lives in
-the Ray-free `pipelines.training`. Only `cfg.train.<kind>.scaling` differs between a laptop and a GPU
+exports the best checkpoint as a model dir. Workers run `worker_loop`; everything they compute lives in
+the Ray-free `pipelines.train_loop`. Only `cfg.train.<kind>.scaling` differs between a laptop and a GPU
 cluster. Progress travels from rank 0 to the driver through a Ray queue, so it is printed (and written
 to TensorBoard) by the driver even when worker logs are not forwarded, e.g. under `ray job submit`.
 """
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from liaotian.config import ConfigError, from_dict, to_dict
-from liaotian.pipelines import training as T
-from liaotian.pipelines.batching import MLMMasker, bucketed, make_collate
+from liaotian.pipelines import train_loop as T
+from liaotian.pipelines.collate import MLMMasker, bucketed, make_collate
 from liaotian.pipelines.config import TrainJobConfig
 
 DATA_KIND = {"dialog": "dialog", "mlm": "text", "classifier": "sentiment"}
@@ -44,7 +44,7 @@ class TrainResult:
 
 # ------------------------------------------------------------------ worker side
 
-def train_loop(config: dict) -> dict:
+def worker_loop(config: dict) -> dict:
     """One Ray Train worker: build, maybe restore, step, evaluate, report, checkpoint."""
     import ray.train
     from ray.train.torch import get_device, prepare_model
@@ -224,7 +224,7 @@ def run(kind: str, cfg, job: TrainJobConfig | None = None, *, data_dir=None, ini
     }
     valid_rows = job.eval_batches * job.batch_size * max(1, job.scaling.num_workers)
     trainer = TorchTrainer(
-        train_loop, train_loop_config=config, scaling_config=scaling,
+        worker_loop, train_loop_config=config, scaling_config=scaling,
         datasets={"train": _dataset(data_dir / "train", COLUMNS[kind]), "valid": _dataset(data_dir / "valid", COLUMNS[kind], valid_rows)},
         dataset_config=DataConfig(datasets_to_split=["train"]),  # every rank sees the same validation rows
         run_config=RunConfig(

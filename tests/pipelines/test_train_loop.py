@@ -1,4 +1,4 @@
-"""Schedule, step, evaluation and checkpoint state of pipelines.training (no Ray)."""
+"""Schedule, step, evaluation and checkpoint state of pipelines.train_loop (no Ray)."""
 import json
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from liaotian.pipelines import training as T
-from liaotian.pipelines.batching import collate_dialog
+from liaotian.pipelines import train_loop as T
+from liaotian.pipelines.collate import collate_dialog
 from liaotian.pipelines.config import OptimSection, TrainJobConfig
 
 VOCAB = T.Vocab(vocab_size=40, pad_id=0, cls_id=2, sep_id=3, mask_id=4, special_ids=(0, 1, 2, 3, 4, 5, 6))

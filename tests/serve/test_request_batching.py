@@ -1,4 +1,4 @@
-"""serve.batching.AdaptiveBatcher without Ray: results reach their callers, batches follow the load."""
+"""serve.request_batching.AdaptiveBatcher without Ray: results reach their callers, batches follow the load."""
 from __future__ import annotations
 
 import asyncio
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from liaotian.serve.batching import AdaptiveBatcher
+from liaotian.serve.request_batching import AdaptiveBatcher
 
 
 def test_concurrent_calls_share_batches_and_get_their_own_results():
@@ -98,7 +98,7 @@ def test_errors_reach_every_caller_and_cancelled_calls_are_skipped():
 
 
 def test_stream_batcher_routes_each_callers_events_and_errors():
-    from liaotian.serve.batching import StreamBatcher
+    from liaotian.serve.request_batching import StreamBatcher
 
     batches = []
 

@@ -35,7 +35,7 @@ DATA = {"dialog": "dialog", "mlm": "text", "classifier": "sentiment"}
 @pytest.mark.parametrize("kind", ["dialog", "mlm", "classifier"])
 def test_two_worker_run_lowers_validation_loss_and_exports(ray_session, train_data, tmp_path, kind):
     from liaotian.models.checkpoint import load_pretrained
-    from liaotian.pipelines.train import run
+    from liaotian.pipelines.train_job import run
 
     cfg = make_cfg(tmp_path, kind)
     res = run(kind, cfg, data_dir=train_data[DATA[kind]])
@@ -56,7 +56,7 @@ def test_two_worker_run_lowers_validation_loss_and_exports(ray_session, train_da
 
 
 def test_local_mode_classifier_from_an_mlm_encoder(ray_session, train_data, tmp_path):
-    from liaotian.pipelines.train import run
+    from liaotian.pipelines.train_job import run
 
     mlm = run("mlm", make_cfg(tmp_path, "mlm", scaling={"num_workers": 0}, max_steps=8, eval_every=4, checkpoint_every=4),
               data_dir=train_data["text"])
@@ -70,8 +70,8 @@ def test_local_mode_classifier_from_an_mlm_encoder(ray_session, train_data, tmp_
 
 
 def test_resume_continues_the_schedule_exactly(ray_session, train_data, tmp_path, monkeypatch):
-    from liaotian.pipelines.train import run
-    from liaotian.pipelines.training import lr_at
+    from liaotian.pipelines.train_job import run
+    from liaotian.pipelines.train_loop import lr_at
 
     cfg = make_cfg(tmp_path, "dialog", max_steps=16, eval_every=4, checkpoint_every=4, log_every=2, max_failures=0)
     monkeypatch.setenv("LIAOTIAN_FAULT_AT_STEP", "11")
@@ -93,7 +93,7 @@ def test_resume_continues_the_schedule_exactly(ray_session, train_data, tmp_path
 
 
 def test_killed_worker_recovers_from_its_checkpoint(ray_session, train_data, tmp_path, monkeypatch):
-    from liaotian.pipelines.train import run
+    from liaotian.pipelines.train_job import run
 
     monkeypatch.setenv("LIAOTIAN_FAULT_AT_STEP", "11")
     monkeypatch.setenv("LIAOTIAN_FAULT_MARKER", str(tmp_path / "crashed"))
@@ -106,7 +106,7 @@ def test_killed_worker_recovers_from_its_checkpoint(ray_session, train_data, tmp
 
 
 def test_config_errors_fail_fast(ray_session, train_data, tmp_path):
-    from liaotian.pipelines.train import run
+    from liaotian.pipelines.train_job import run
 
     with pytest.raises(ConfigError, match="did you mean 'lr'"):
         load_run_config(None, ["train.dialog.optim.lrr=1e-3"])

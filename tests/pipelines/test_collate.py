@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from liaotian.pipelines.batching import (IGNORE_INDEX, MLMMasker, bucket_indices, bucketed, collate_classifier, collate_dialog,
+from liaotian.pipelines.collate import (IGNORE_INDEX, MLMMasker, bucket_indices, bucketed, collate_classifier, collate_dialog,
                                 collate_mlm, make_collate, pad, padding_share)
 
 
