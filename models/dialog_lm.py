@@ -6,6 +6,7 @@ Optional self-terminating output layer (Welleck et al., EMNLP 2020, arXiv 2002.0
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -38,10 +39,27 @@ class DialogLMConfig:
     eos_id: int = 3  # [SEP]: ends a reply and separates turns
     n_segments: int = 2
     linear_chunk_size: int = 64
+    # Imported architectures (models/hf_import.py); the defaults are liaotian's own GPT-2-style model.
+    norm_position: str = "pre"  # "pre" (GPT-2) | "post" (OpenAI GPT, CDial-GPT)
+    final_norm: bool = True  # a LayerNorm after the last block (GPT-2 has one, OpenAI GPT none)
+    activation: str = "gelu_tanh"  # "gelu_tanh" (GPT-2's gelu_new) | "gelu" (erf)
+    layer_norm_eps: float = 1e-5
+    segment_tokens: tuple[int, ...] = ()  # non-empty: segment s is embedded as token segment_tokens[s]
+    input_format: str = "liaotian"  # how dialogues are laid out: pipelines.dialogue.INPUT_FORMATS
 
     def __post_init__(self):
         if self.attention not in ("softmax", "linear"):
             raise ValueError(f"DialogLMConfig.attention must be 'softmax' or 'linear', got {self.attention!r}")
+        if self.norm_position not in ("pre", "post"):
+            raise ValueError(f"DialogLMConfig.norm_position must be 'pre' or 'post', got {self.norm_position!r}")
+        if self.input_format not in ("liaotian", "cdial_gpt"):
+            raise ValueError(f"DialogLMConfig.input_format must be 'liaotian' or 'cdial_gpt', got {self.input_format!r}")
+        self.segment_tokens = tuple(int(t) for t in self.segment_tokens)  # JSON gives a list
+        if self.segment_tokens:
+            if len(self.segment_tokens) != self.n_segments:
+                raise ValueError(f"DialogLMConfig: {len(self.segment_tokens)} segment_tokens for n_segments={self.n_segments}")
+            if not all(0 <= t < self.vocab_size for t in self.segment_tokens):
+                raise ValueError(f"DialogLMConfig.segment_tokens {self.segment_tokens} outside vocab_size={self.vocab_size}")
         if not 0.0 < self.st_epsilon < 1.0:
             raise ValueError(f"DialogLMConfig.st_epsilon must be in (0, 1), got {self.st_epsilon}")
         validate_common(self)
@@ -135,20 +153,36 @@ class _DecodeWeights:
         return w
 
 
+def _plain_step_reason(c: DialogLMConfig) -> str | None:
+    """Why models/token_step.py cannot run a one-token step of this configuration (None: it can)."""
+    reasons = [why for unsupported, why in ((c.norm_position != "pre", "post-LN blocks"),
+                                             (not c.final_norm, "no final LayerNorm"),
+                                             (c.activation != "gelu_tanh", f"{c.activation} activation"),
+                                             (bool(c.segment_tokens), "segments embedded as tokens"))
+               if unsupported]
+    return ", ".join(reasons) or None
+
+
 class DialogLM(PretrainedMixin, nn.Module):
     def __init__(self, config: DialogLMConfig):
         super().__init__()
         self.config = c = config
-        self.embed = Embeddings(c.vocab_size, c.max_len, c.d_model, c.dropout, n_segments=c.n_segments)
+        self.embed = Embeddings(c.vocab_size, c.max_len, c.d_model, c.dropout, n_segments=c.n_segments,
+                                segment_tokens=c.segment_tokens)
         if c.attention == "softmax":
             make = lambda: SoftmaxAttention(c.d_model, c.n_head, c.dropout)  # noqa: E731
         else:
             make = lambda: LinearAttention(c.d_model, c.n_head, c.dropout, c.linear_chunk_size)  # noqa: E731
-        self.blocks = nn.ModuleList(Block(c.d_model, make(), c.dropout) for _ in range(c.n_layer))
-        self.ln_f = nn.LayerNorm(c.d_model)
+        self.blocks = nn.ModuleList(Block(c.d_model, make(), c.dropout, c.norm_position, c.activation, c.layer_norm_eps)
+                                    for _ in range(c.n_layer))
+        self.ln_f = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.final_norm else nn.Identity()
         use_onednn_linears(self)  # fp32 products through oneDNN (models/kernels.py)
         self.decode_precision = "fp32"
         self._decode_weights = None
+        # The one-token step (models/token_step.py) is written for the pre-LN GPT-2 layout; other
+        # layouts take the plain path, counted in `plain_token_steps` and logged once.
+        self.plain_step_reason = _plain_step_reason(c)
+        self.plain_token_steps = 0
         init_weights(self)
         for blk in self.blocks:  # GPT-2: residual projections scaled by 1/√(2L)
             nn.init.normal_(blk.attn.proj.weight, std=0.02 / math.sqrt(2 * c.n_layer))
@@ -302,7 +336,7 @@ class DialogLM(PretrainedMixin, nn.Module):
         else:
             make = LinearState
         state = DecodeState([make() for _ in self.blocks], batch_size, device)
-        if self.config.attention == "softmax":  # bound once per decoding run: no per-token check of ~80 parameters
+        if self.config.attention == "softmax" and self.plain_step_reason is None:  # bound once per decoding run
             state.weights = self._decoding_weights()
         return state
 
@@ -320,7 +354,12 @@ class DialogLM(PretrainedMixin, nn.Module):
         if state.seen + T > self.config.max_len:  # positions ≤ tokens fed so far
             raise ValueError(f"decoding past max_len={self.config.max_len} ({state.seen} + {T} tokens)")
         if T == 1 and token_mask is None and state.length > 0 and self.config.attention == "softmax":
-            return self._step_token(input_ids, segment_ids, state)
+            if self.plain_step_reason is None:
+                return self._step_token(input_ids, segment_ids, state)
+            if not self.plain_token_steps:
+                logging.getLogger(__name__).warning("DialogLM: one-token decoding steps take the plain path (%s)",
+                                                    self.plain_step_reason)
+            self.plain_token_steps += 1
         tm = None if token_mask is None else token_mask.to(input_ids.device).bool()
         if tm is not None and bool(tm.all()):
             tm = None

@@ -46,6 +46,7 @@ class DecodingConfig:
     n: int = 1
     seed: int | None = None
     banned_ids: Sequence[int] = field(default_factory=tuple)  # tokens a reply never contains (specials but eos)
+    end_ids: Sequence[int] = field(default_factory=tuple)  # other tokens that end a reply as eos does (L.fold_end_tokens)
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -100,6 +101,8 @@ def build_rules(cfg: DecodingConfig, eos_id: int) -> list[Rule]:
     """The rules `cfg` asks for, in the order they apply: penalties, min length, then sampling warpers."""
     keep = eos_id if cfg.consistent else None
     rules: list[Rule] = []
+    if any(i != eos_id for i in cfg.end_ids):  # first: the other rules see one end token, eos
+        rules.append(lambda s, g: L.fold_end_tokens(s, eos_id, cfg.end_ids, cfg.strategy == "greedy"))
     banned = tuple(i for i in cfg.banned_ids if i != eos_id)  # eos must stay reachable
     if banned:
         rules.append(lambda s, g: L.ban_tokens(s, banned))

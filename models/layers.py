@@ -1,4 +1,4 @@
-"""Shared Transformer pieces: the output record, embeddings, MLP, pre-LN block, MLM head. No Ray here.
+"""Shared Transformer pieces: the output record, embeddings, MLP, pre-/post-LN block, MLM head. No Ray here.
 
 Tensor letters: B batch, T time, D model width, H heads, V vocabulary, N scored positions.
 """
@@ -65,13 +65,20 @@ class PretrainedMixin:
 
 
 class Embeddings(nn.Module):
-    """token + learned absolute position (+ segment) embeddings, optional LayerNorm, dropout."""
+    """token + learned absolute position (+ segment) embeddings, optional LayerNorm, dropout.
 
-    def __init__(self, vocab_size: int, max_len: int, d_model: int, dropout: float, n_segments: int = 0, layer_norm: bool = False):
+    `segment_tokens` (CDial-GPT, HF GPT/GPT-2 `token_type_ids`): no segment table of its own; segment
+    s is embedded as the token `segment_tokens[s]` through the token table.
+    """
+
+    def __init__(self, vocab_size: int, max_len: int, d_model: int, dropout: float, n_segments: int = 0, layer_norm: bool = False,
+                 segment_tokens: tuple[int, ...] = ()):
         super().__init__()
         self.token = nn.Embedding(vocab_size, d_model)
         self.position = nn.Embedding(max_len, d_model)
-        self.segment = nn.Embedding(n_segments, d_model) if n_segments else None
+        self.segment = nn.Embedding(n_segments, d_model) if n_segments and not segment_tokens else None
+        tokens = torch.tensor(segment_tokens, dtype=torch.long) if segment_tokens else None
+        self.register_buffer("segment_tokens", tokens, persistent=False)  # the config holds it, not the checkpoint
         self.ln = nn.LayerNorm(d_model) if layer_norm else None
         self.drop = nn.Dropout(dropout)
         self.max_len = max_len
@@ -87,38 +94,55 @@ class Embeddings(nn.Module):
             x = x + self.position(positions)
         if self.segment is not None and segment_ids is not None:
             x = x + self.segment(segment_ids.long())
+        elif self.segment_tokens is not None and segment_ids is not None:
+            x = x + self.token(self.segment_tokens[segment_ids.long()])
         if self.ln is not None:
             x = self.ln(x)
         return self.drop(x)
 
 
+ACTIVATIONS = ("gelu_tanh", "gelu")  # gelu_tanh = GPT-2's and OpenAI GPT's "gelu_new"; gelu = the exact erf form
+
+
 class MLP(nn.Module):
-    def __init__(self, d_model: int, dropout: float, expansion: int = 4):
+    def __init__(self, d_model: int, dropout: float, expansion: int = 4, activation: str = "gelu_tanh"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.fc = nn.Linear(d_model, expansion * d_model)
         self.proj = nn.Linear(expansion * d_model, d_model)
         self.drop = nn.Dropout(dropout)
+        self.approximate = "tanh" if activation == "gelu_tanh" else "none"
 
     def forward(self, x):
-        return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
 
 
 class Block(nn.Module):
-    """Pre-LN Transformer block: x + Attn(LN(x)), then x + MLP(LN(x)) (GPT-2 layout).
+    """Transformer block. Pre-LN (GPT-2 layout): x + Attn(LN(x)), then x + MLP(LN(x)).
+    Post-LN (OpenAI GPT, CDial-GPT): x = LN(x + Attn(x)), then LN(x + MLP(x)).
 
     `attention` is any module called as `attention(x, kv=None, **kw) -> (out, new_cache)`;
     `kv` (already normalised by the caller) lets T-TA take keys/values from the embeddings.
     """
 
-    def __init__(self, d_model: int, attention: nn.Module, dropout: float):
+    def __init__(self, d_model: int, attention: nn.Module, dropout: float, norm_position: str = "pre",
+                 activation: str = "gelu_tanh", eps: float = 1e-5):
         super().__init__()
-        self.ln1 = nn.LayerNorm(d_model)
+        if norm_position not in ("pre", "post"):
+            raise ValueError(f"norm_position must be 'pre' or 'post', got {norm_position!r}")
+        self.post_norm = norm_position == "post"
+        self.ln1 = nn.LayerNorm(d_model, eps=eps)
         self.attn = attention
-        self.ln2 = nn.LayerNorm(d_model)
-        self.mlp = MLP(d_model, dropout)
+        self.ln2 = nn.LayerNorm(d_model, eps=eps)
+        self.mlp = MLP(d_model, dropout, activation=activation)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x, kv=None, cache=None, **attn_kw):
+        if self.post_norm:
+            a, cache = self.attn(x, kv=kv, cache=cache, **attn_kw)
+            x = self.ln1(x + self.drop(a))
+            return self.ln2(x + self.mlp(x)), cache
         a, cache = self.attn(self.ln1(x), kv=kv, cache=cache, **attn_kw)
         x = x + self.drop(a)
         x = x + self.mlp(self.ln2(x))

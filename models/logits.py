@@ -103,6 +103,22 @@ def ban_tokens(scores: torch.Tensor, token_ids) -> torch.Tensor:
     return scores
 
 
+def fold_end_tokens(scores: torch.Tensor, eos_id: int, end_ids, best_only: bool) -> torch.Tensor:
+    """Other tokens that end a reply (`end_ids`) become eos: their columns go to -inf and eos's
+    score becomes the score of "the reply ends". `best_only` (greedy): the best ending's score, so
+    greedy ends exactly when an end token is the top token (CDial-GPT's infer.py); otherwise the log of
+    their summed probability, so sampling and beam search end as often as the model says."""
+    others = [i for i in end_ids if i != eos_id]
+    if not others:
+        return scores
+    cols = [eos_id] + others
+    merged = scores[:, cols].max(-1).values if best_only else torch.logsumexp(scores[:, cols], -1)
+    scores = scores.clone()
+    scores[:, others] = NEG_INF
+    scores[:, eos_id] = merged
+    return scores
+
+
 def min_new_tokens(scores: torch.Tensor, num_generated: int, minimum: int, eos_id: int) -> torch.Tensor:
     """Ban eos while fewer than `minimum` tokens have been generated (the reply cannot be shorter)."""
     if num_generated >= minimum:

@@ -3,6 +3,13 @@
 Training samples (`dialogue_samples`, and its vectorised batch form `encode_pieces`) and the
 chat/serve/eval prompt (`build_context`) are built here and only here, so they cannot drift apart.
 
+Input formats (a model's `config.input_format`; INPUT_FORMATS): "liaotian" is the layout above;
+"cdial_gpt" is CDial-GPT's (its infer.py `build_input_from_segments`): `[CLS] [speaker1] u1
+[speaker2] u2 … [speakerR] reply [SEP]`, speakers numbered from the first utterance in the sample,
+segment 0/1 = speaker1/speaker2 over each speaker token and its utterance, segment 2 = [CLS]
+(the model embeds segment s as a token: `DialogLMConfig.segment_tokens`). Shards are always stored
+in the liaotian layout; `to_input_format` converts a sample for a model that reads another one.
+
 Windowing: a dialogue whose sample would exceed `max_len` is cut into windows of whole consecutive
 utterances. Response k (every utterance but the first) is learnt in exactly one window, the one that
 starts as early as still fits with k in it; that window then takes as many following responses as
@@ -87,11 +94,41 @@ def dialogue_samples(utterance_ids: list, tok: CharTokenizer, max_len: int, coun
     return out
 
 
-def build_context(utterances: list[str], tok: CharTokenizer, max_len: int, reserve: int = 0):
+INPUT_FORMATS = ("liaotian", "cdial_gpt")
+CDIAL_CLS_SEGMENT = 2  # "cdial_gpt": the segment of [CLS] (its token_type_id is [CLS] itself)
+
+
+def cdial_segment_tokens(tok: CharTokenizer) -> tuple[int, int, int]:
+    """The token each "cdial_gpt" segment is embedded as: ([speaker1], [speaker2], [CLS])."""
+    return (*tok.speaker_ids, tok.cls_id)
+
+
+def input_format_of(model) -> str:
+    return getattr(getattr(model, "config", None), "input_format", "liaotian")
+
+
+def reply_token_rules(tok: CharTokenizer, model) -> dict:
+    """DecodingConfig fields for `model`'s replies: `banned_ids` (special tokens a reply never holds;
+    only ids the model has) and `end_ids` (tokens that end a reply as [SEP] does: CDial-GPT's
+    infer.py stops at any of its special tokens)."""
+    vocab = model.config.vocab_size
+    end_ids = ()
+    if input_format_of(model) == "cdial_gpt":
+        end_ids = tuple(i for i in (tok.cls_id, *tok.speaker_ids) if i < vocab)
+    return dict(banned_ids=tuple(i for i in non_reply_ids(tok) if i < vocab), end_ids=end_ids)
+
+
+def build_context(utterances: list[str], tok: CharTokenizer, max_len: int, reserve: int = 0,
+                  input_format: str = "liaotian"):
     """The prompt `[CLS] u1 [SEP] ... un [SEP]`, oldest utterances dropped until it fits
     `max_len - reserve`; returns (input_ids, segment_ids, reply_segment = len(utterances) % 2).
     Segments follow each utterance's index in `utterances`, so the reply's parity never depends on
-    how much history was dropped. A last utterance too long on its own keeps its tail."""
+    how much history was dropped. A last utterance too long on its own keeps its tail.
+    `input_format="cdial_gpt"`: the same history in CDial-GPT's layout (`_cdial_context`)."""
+    if input_format == "cdial_gpt":
+        return _cdial_context([tok.encode(u) for u in utterances], tok, max_len - reserve)
+    if input_format != "liaotian":
+        raise ValueError(f"unknown input_format {input_format!r}; known: {INPUT_FORMATS}")
     budget = max_len - reserve
     if budget < 3:
         raise ValueError(f"build_context: max_len - reserve = {budget} leaves no room for an utterance")
@@ -109,6 +146,49 @@ def build_context(utterances: list[str], tok: CharTokenizer, max_len: int, reser
         ids += encoded[i] + [tok.sep_id]
         seg += [i % 2] * (len(encoded[i]) + 1)
     return ids, seg, len(utterances) % 2
+
+
+def _cdial_context(encoded: list[list[int]], tok: CharTokenizer, budget: int):
+    """`[CLS] [speaker1] u1 [speaker2] u2 … [speakerR]`, what CDial-GPT's infer.py feeds before a
+    reply (the reply's speaker token included); oldest utterances dropped until it fits `budget`."""
+    if budget < 4:
+        raise ValueError(f"build_context: max_len - reserve = {budget} leaves no room for an utterance")
+    encoded = [list(u) for u in encoded]
+    start, used = len(encoded), 2  # [CLS] and the reply's speaker token
+    while start > 0 and used + len(encoded[start - 1]) + 1 <= budget:
+        start -= 1
+        used += len(encoded[start]) + 1
+    if start == len(encoded) and encoded:  # the last utterance alone is too long: keep its tail
+        start = len(encoded) - 1
+        encoded[start] = encoded[start][len(encoded[start]) - (budget - 3):]
+    ids, seg = [tok.cls_id], [CDIAL_CLS_SEGMENT]
+    for j, u in enumerate(encoded[start:]):
+        ids += [tok.speaker_ids[j % 2]] + u
+        seg += [j % 2] * (len(u) + 1)
+    reply = (len(encoded) - start) % 2
+    return ids + [tok.speaker_ids[reply]], seg + [reply], reply
+
+
+def to_input_format(input_ids, segment_ids, loss_mask, tok: CharTokenizer, input_format: str):
+    """A liaotian-layout sample (a shard row) in `input_format`'s layout: (input_ids, segment_ids,
+    loss_mask). "cdial_gpt": `[CLS] [s1] u1 [s2] u2 … [sX] un [SEP]`, one token longer; a learnt
+    utterance is learnt with the token that ends it (the next speaker token, or [SEP] after the last)."""
+    if input_format == "liaotian":
+        return list(input_ids), list(segment_ids), list(loss_mask)
+    if input_format != "cdial_gpt":
+        raise ValueError(f"unknown input_format {input_format!r}; known: {INPUT_FORMATS}")
+    ids, mask = list(input_ids), list(loss_mask)
+    if not ids or ids[0] != tok.cls_id or ids[-1] != tok.sep_id:
+        raise ValueError("to_input_format: a sample must be [CLS] u1 [SEP] … un [SEP]")
+    out_ids, out_seg, out_mask = [tok.cls_id], [CDIAL_CLS_SEGMENT], [0]
+    start, j, prev_learn = 1, 0, 0
+    for end in (i for i, t in enumerate(ids) if t == tok.sep_id):
+        # the speaker token opening utterance j ends utterance j-1: learnt when that one is
+        out_ids += [tok.speaker_ids[j % 2]] + ids[start:end]
+        out_seg += [j % 2] * (end - start + 1)
+        out_mask += [prev_learn] + mask[start:end]
+        prev_learn, start, j = mask[end], end + 1, j + 1  # liaotian learns an utterance with its [SEP]
+    return out_ids + [tok.sep_id], out_seg + [(j - 1) % 2], out_mask + [prev_learn]
 
 
 def encode_pieces(pieces: list[list[str]], offsets: list[int], tok: CharTokenizer, max_len: int,

@@ -17,6 +17,7 @@ import numpy as np
 from liaotian.pipelines.cleaning import _CONTROL, _FULLWIDTH_MAP, clean_text
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[SPK1]", "[SPK2]")
+CDIAL_SPEAKERS = ("[speaker1]", "[speaker2]")
 SKIP = -1  # table value of whitespace: dropped, never a token
 CLS_MARK, SEP_MARK = "\x02", "\x03"  # control chars (cleaning removes them from text) -> [CLS]/[SEP] in encode_marked
 _MAX_CP = 0x110000
@@ -29,14 +30,18 @@ class CharTokenizer:
         if len(set(tokens)) != len(tokens):
             dup = next(t for t, c in Counter(tokens).items() if c > 1)
             raise ValueError(f"vocabulary lists {dup!r} twice")
-        missing = [s for s in SPECIALS if s not in tokens]
+        speakers = ("[SPK1]", "[SPK2]")
+        if not any(s in tokens for s in speakers) and all(s in tokens for s in CDIAL_SPEAKERS):
+            speakers = CDIAL_SPEAKERS  # CDial-GPT's vocabulary names its speaker tokens so
+        missing = [s for s in SPECIALS[:5] + speakers if s not in tokens]
         # A user vocab (e.g. BERT's) keeps its ids; specials it lacks are appended after it.
         self.tokens = list(tokens) + missing
         self.token_to_id = {t: i for i, t in enumerate(self.tokens)}
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
             self.token_to_id[s] for s in SPECIALS[:5])
-        self.speaker_ids = (self.token_to_id["[SPK1]"], self.token_to_id["[SPK2]"])
-        self.special_ids = {self.token_to_id[s] for s in SPECIALS}
+        self.speaker_ids = (self.token_to_id[speakers[0]], self.token_to_id[speakers[1]])
+        self.file_size = len(tokens)  # ids at or past it are specials this tokenizer appended
+        self.special_ids = {self.token_to_id[s] for s in SPECIALS[:5] + speakers}
         # An uncased vocabulary (no A-Z at all, as bert-base-chinese) maps upper case to lower.
         self.lowercase = not any(len(t) == 1 and "A" <= t <= "Z" for t in self.tokens)
         self._table = None
@@ -118,11 +123,14 @@ class CharTokenizer:
         (d / "vocab.txt").write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8")
         self.to_hf().save(str(d / "tokenizer.json"))
 
-    def to_hf(self):
-        """The same tokenizer as an HF `tokenizers.Tokenizer` (WordLevel, one token per character)."""
+    def to_hf(self, vocab_size: int | None = None):
+        """The same tokenizer as an HF `tokenizers.Tokenizer` (WordLevel, one token per character);
+        `vocab_size`: only ids below it (a model without rows for the specials appended here)."""
         from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-        tok = Tokenizer(models.WordLevel(vocab=dict(self.token_to_id), unk_token="[UNK]"))
+        limit = self.vocab_size if vocab_size is None else vocab_size
+        vocab = {t: i for t, i in self.token_to_id.items() if i < limit}
+        tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
         steps = [normalizers.Replace(Regex(_onig_class(_CONTROL.pattern)), "")]
         steps += [normalizers.Replace(k, v) for k, v in _FULLWIDTH_MAP.items()]
         if self.lowercase:
@@ -136,7 +144,7 @@ class CharTokenizer:
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
             special_tokens=[("[CLS]", self.cls_id), ("[SEP]", self.sep_id)])
         tok.decoder = decoders.Fuse()
-        tok.add_special_tokens(list(SPECIALS))
+        tok.add_special_tokens([self.tokens[i] for i in sorted(self.special_ids) if i < limit])
         return tok
 
     def __repr__(self) -> str:
