@@ -31,10 +31,11 @@ class ChatSession:
 
     def prompt(self, utterances: list[str]):
         from liaotian.models.generate import Prompt
-        from liaotian.pipelines.dialogue import build_context
+        from liaotian.pipelines.dialogue import build_context, input_format_of
 
         ids, segments, reply_segment = build_context(utterances, self.tok, int(self.model.config.max_len),
-                                                     reserve=self.decoding.max_new_tokens)
+                                                     reserve=self.decoding.max_new_tokens,
+                                                     input_format=input_format_of(self.model))
         return Prompt(ids, segments, reply_segment)
 
     def _decode(self, ids) -> str:
@@ -123,11 +124,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import dataclasses
 
-    from liaotian.pipelines.dialogue import non_reply_ids
+    from liaotian.pipelines.dialogue import reply_token_rules
 
     model.set_decode_precision(cfg.serve.decode_precision)  # as served: auto = bf16 where native
     tok = load_tokenizer(args.model_dir)
-    decoding = dataclasses.replace(decoding, banned_ids=non_reply_ids(tok))
+    decoding = dataclasses.replace(decoding, **reply_token_rules(tok, model))
     session = ChatSession(model, tok, decoding, mlm, mlm_tok, args.alpha)
     chat_loop(session, sys.stdin, sys.stdout)
     return 0

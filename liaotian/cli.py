@@ -1,4 +1,4 @@
-"""`liaotian data|train|tune|serve|chat|explain|eval|demo`: parse, load config, call the stage.
+"""`liaotian data|train|tune|serve|chat|explain|eval|demo|import|export`: parse, load config, call the stage.
 
 Each stage module registers its own arguments (`add_cli(parser)`) and runs from `cli_main(args, cfg)`;
 this file only knows where the stages live. Stage modules are imported when their command runs.
@@ -21,6 +21,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "chat": ("liaotian.chat", "chat with a trained model in the terminal (no server)"),
     "explain": ("liaotian.serve.explain", "explain a prediction with Integrated Gradients (no server)"),
     "demo": ("liaotian.demo", "run every stage in order on the embedded corpora"),
+    "import": ("liaotian.hf", "import a local pretrained checkpoint (HF CDial-GPT / GPT-2) as a model dir"),
+    "export": ("liaotian.hf", "export a dialogue model dir to a checkpoint transformers loads"),
 }
 
 

@@ -169,6 +169,19 @@ def _cdial_context(encoded: list[list[int]], tok: CharTokenizer, budget: int):
     return ids + [tok.speaker_ids[reply]], seg + [reply], reply
 
 
+def context_in_format(input_ids, tok: CharTokenizer, input_format: str, budget: int):
+    """A liaotian-layout prompt `[CLS] u1 [SEP] … un [SEP]` as `input_format`'s prompt: (input_ids,
+    segment_ids, reply_segment), oldest utterances dropped until it fits `budget`."""
+    ids = list(input_ids)
+    if not ids or ids[0] != tok.cls_id or ids[-1] != tok.sep_id:
+        raise ValueError("context_in_format: a prompt must be [CLS] u1 [SEP] … un [SEP]")
+    cuts = [0] + [i for i, t in enumerate(ids) if t == tok.sep_id]
+    encoded = [ids[a + 1:b] for a, b in zip(cuts[:-1], cuts[1:])]
+    if input_format == "cdial_gpt":
+        return _cdial_context(encoded, tok, budget)
+    raise ValueError(f"context_in_format: no conversion to {input_format!r}")
+
+
 def to_input_format(input_ids, segment_ids, loss_mask, tok: CharTokenizer, input_format: str):
     """A liaotian-layout sample (a shard row) in `input_format`'s layout: (input_ids, segment_ids,
     loss_mask). "cdial_gpt": `[CLS] [s1] u1 [s2] u2 … [sX] un [SEP]`, one token longer; a learnt

@@ -22,7 +22,7 @@ from liaotian.cli import add_common_arguments, load_config_from_args
 from liaotian.models.generate import DecodingConfig, Generation, Prompt, generate
 from liaotian.pipelines import metrics as M
 from liaotian.pipelines.config import DecodingSection
-from liaotian.pipelines.dialogue import non_reply_ids
+from liaotian.pipelines.dialogue import context_in_format, input_format_of, reply_token_rules, to_input_format
 
 # the paper's decoders (Welleck et al. 2020) at dialogue settings: k = 5 (Su's), p = 0.9 (CDial-GPT)
 DEFAULT_COMPARE = ["greedy=greedy", "top_k=sample:top_k=5,consistent=false", "nucleus=sample:top_p=0.9,consistent=false",
@@ -49,9 +49,9 @@ def parse_setting(text: str, max_new_tokens: int) -> DecodingSection:
     return DecodingSection(**values)
 
 
-def decoding_config(section: DecodingSection, seed: int | None, banned_ids=()) -> DecodingConfig:
+def decoding_config(section: DecodingSection, seed: int | None, banned_ids=(), end_ids=()) -> DecodingConfig:
     values = {k: v for k, v in asdict(section).items() if k != "name"}
-    return DecodingConfig(**values, seed=seed, banned_ids=tuple(banned_ids))
+    return DecodingConfig(**values, seed=seed, banned_ids=tuple(banned_ids), end_ids=tuple(end_ids))
 
 
 # ------------------------------------------------------------------ test samples
@@ -138,10 +138,16 @@ def run(cfg, model_dir: str | Path, data_dir: str | Path | None = None, compare:
     split = [split_sample(s["input_ids"], s["segment_ids"], tok.sep_id, tok.cls_id, model.config.max_len - max(
         d.max_new_tokens for d in settings)) for s in samples]
     prompts, references = [p for p, _ in split], [r for _, r in split]
+    fmt = input_format_of(model)
+    if fmt != "liaotian":  # shards are in liaotian's layout: the model reads its own
+        budget = model.config.max_len - max(d.max_new_tokens for d in settings)
+        prompts = [Prompt(*context_in_format(p.input_ids, tok, fmt, budget)) for p in prompts]
+        samples = [dict(s, **dict(zip(("input_ids", "segment_ids", "loss_mask"), to_input_format(
+            s["input_ids"], s["segment_ids"], s["loss_mask"], tok, fmt)))) for s in samples]
     report = {"model_dir": str(model_dir), "data_dir": str(test_dir), "samples": len(samples),
               "perplexity": response_perplexity(model, samples, tok.pad_id, ev.batch_size), "settings": []}
     for section in settings:
-        gens = generate_replies(model, prompts, decoding_config(section, cfg.seed, non_reply_ids(tok)), eos_id, ev.batch_size)
+        gens = generate_replies(model, prompts, decoding_config(section, cfg.seed, **reply_token_rules(tok, model)), eos_id, ev.batch_size)
         replies = [g.token_ids for g in gens]
         report["settings"].append({
             "name": section.name, "decoding": asdict(section), "L": section.max_new_tokens,

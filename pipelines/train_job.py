@@ -72,8 +72,8 @@ def worker_loop(config: dict) -> dict:
     torch.manual_seed(config["seed"] * 1_000_003 + rank * 10_007 + start)  # dropout: distinct per rank, replayable
 
     masker = _masker(kind, job, vocab, config["seed"] * 7919 + rank + start)
-    collate = make_collate(kind, vocab.pad_id, masker)
-    eval_batches = _eval_batches(ray.train.get_dataset_shard("valid"), kind, job, vocab, rank, max(1, world))
+    collate = _in_model_format(make_collate(kind, vocab.pad_id, masker), kind, model, vocab)
+    eval_batches = _eval_batches(ray.train.get_dataset_shard("valid"), kind, job, vocab, rank, max(1, world), model)
     data = _train_batches(ray.train.get_dataset_shard("train"), collate, job, config["seed"], rank, meta)
 
     nodes = _node_count()
@@ -145,9 +145,30 @@ def _train_batches(shard, collate, job, seed, rank, meta):
         epoch, skip = epoch + 1, 0
 
 
-def _eval_batches(shard, kind, job, vocab, rank, world):
+def _in_model_format(collate, kind, model, vocab):
+    """Shards hold liaotian's layout; a dialogue model that reads another one (an imported CDial-GPT:
+    `DialogLMConfig.input_format`) is fed rows converted by `pipelines.dialogue.to_input_format`."""
+    config = T.unwrap(model).config
+    if kind != "dialog" or config.input_format == "liaotian":
+        return collate
+    from types import SimpleNamespace
+
+    from liaotian.pipelines.dialogue import to_input_format
+
+    # the speaker and [CLS] ids are the model's segment tokens (pipelines.dialogue.cdial_segment_tokens)
+    tok = SimpleNamespace(cls_id=vocab.cls_id, sep_id=vocab.sep_id, speaker_ids=tuple(config.segment_tokens[:2]))
+    columns = ("input_ids", "segment_ids", "loss_mask")
+
+    def converted(rows):
+        out = [to_input_format(*(list(rows[c][i]) for c in columns), tok, config.input_format) for i in range(len(rows["input_ids"]))]
+        return collate({c: [r[j] for r in out] for j, c in enumerate(columns)})
+
+    return converted
+
+
+def _eval_batches(shard, kind, job, vocab, rank, world, model):
     """This rank's share of the fixed validation batches (masked once, so val_loss is comparable)."""
-    collate = make_collate(kind, vocab.pad_id, _masker(kind, job, vocab, seed=12345))
+    collate = _in_model_format(make_collate(kind, vocab.pad_id, _masker(kind, job, vocab, seed=12345)), kind, model, vocab)
     out = []
     for i, rows in enumerate(shard.iter_batches(batch_size=job.batch_size, batch_format="numpy")):
         if i >= job.eval_batches * world:

@@ -117,7 +117,9 @@ def load_pretrained(model_dir):
 def _checked(model: nn.Module, cls: type, vocab: Vocab) -> nn.Module:
     if not isinstance(model, cls):
         raise ValueError(f"init_from holds a {type(model).__name__}, expected a {cls.__name__}")
-    if model.token_embedding.num_embeddings != vocab.vocab_size:
+    rows = model.token_embedding.num_embeddings
+    appended = set(range(rows, vocab.vocab_size)) <= set(vocab.special_ids)  # specials a tokenizer appended to a model's vocab.txt
+    if rows > vocab.vocab_size or not appended:
         raise ValueError(f"init_from has a vocabulary of {model.token_embedding.num_embeddings}, the data dir's tokenizer "
                          f"has {vocab.vocab_size}: build the data with that model's vocab.txt")
     return model

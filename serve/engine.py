@@ -148,7 +148,7 @@ class ChatEngine:
     def prepare(self, req: ChatCompletionRequest, cfg: ServeConfig) -> PreparedChat:
         """Tokenise and check one request (cheap; raises RequestError when it cannot be served)."""
         from liaotian.models.generate import DecodingConfig, Prompt
-        from liaotian.pipelines.dialogue import build_context, non_reply_ids
+        from liaotian.pipelines.dialogue import build_context, input_format_of, reply_token_rules
 
         max_new = req.new_tokens(cfg)
         utterances = req.utterances()
@@ -156,7 +156,8 @@ class ChatEngine:
         if last + 2 + max_new > self.max_len:
             raise RequestError(f"the last message is {last} tokens; with max_tokens={max_new} it does not fit the "
                                f"model window of {self.max_len} tokens", param="messages", code="context_length_exceeded")
-        ids, segments, reply_segment = build_context(utterances, self.tok, self.max_len, reserve=max_new)
+        ids, segments, reply_segment = build_context(utterances, self.tok, self.max_len, reserve=max_new,
+                                                     input_format=input_format_of(self.model))
         rerank = None
         if req.rerank:
             if self.mlm is None:
@@ -166,7 +167,7 @@ class ChatEngine:
             strategy="greedy" if req.temperature == 0 else "sample", temperature=req.temperature or 1.0,
             top_k=req.top_k, top_p=req.top_p, consistent=True, max_new_tokens=max_new,
             stop_strings=tuple(req.stop_list()), n=rerank.candidates if rerank else req.n, seed=req.seed,
-            banned_ids=non_reply_ids(self.tok))
+            **reply_token_rules(self.tok, self.model))
         if decoding.strategy == "greedy" and decoding.n > 1 and decoding.seed is None:
             pass  # greedy candidates are identical; OpenAI does the same with temperature 0
         return PreparedChat(Prompt(list(ids), list(segments), reply_segment), decoding, req.n,
@@ -339,7 +340,7 @@ class Explainer:
             return PreparedAttribution("classifier", ids, None, None, req.target, steps, req.baseline, req.method)
         if self.chat is None:
             raise RequestError("no dialogue model is served: explain a 'text'", param="messages", code="model_unavailable")
-        from liaotian.pipelines.dialogue import build_context
+        from liaotian.pipelines.dialogue import build_context, input_format_of
 
         tok = self.chat_tok
         reply = tok.encode(req.reply)
@@ -352,8 +353,10 @@ class Explainer:
         utterances = req.utterances()
         if not utterances:
             raise RequestError("messages hold no user or assistant turn", param="messages")
-        ids, segments, reply_segment = build_context(utterances, tok, window, reserve=len(reply))
-        return PreparedAttribution("chat", list(ids), list(segments), reply, None, steps, req.baseline, req.method)
+        ids, segments, reply_segment = build_context(utterances, tok, window, reserve=len(reply),
+                                                     input_format=input_format_of(self.chat))
+        segments = list(segments) + [reply_segment] * len(reply)  # the reply's own segment, whatever the format
+        return PreparedAttribution("chat", list(ids), segments, reply, None, steps, req.baseline, req.method)
 
     def _tokens(self, tok, ids) -> list[str]:
         return [tok.decode([i], skip_special=False) or "␣" for i in ids]

@@ -120,3 +120,15 @@ def test_banned_tokens_are_never_generated_but_eos_stays_reachable():
     assert out[0, 0] == float("-inf")
     assert out[0, 3] == 0.0  # eos is never banned, whatever the caller passes
     assert out.argmax().item() == 1
+
+
+def test_fold_end_tokens():
+    """Other end tokens become eos: greedy takes the best ending (CDial-GPT's infer.py stops when any
+    end token is on top); sampling and beam search get the ending's total probability."""
+    scores = torch.log(torch.tensor([[0.3, 0.25, 0.25, 0.2]]))  # eos = 1, end tokens 1 and 2
+    greedy = L.fold_end_tokens(scores, 1, (1, 2), best_only=True)
+    assert int(greedy.argmax()) == 0 and greedy[0, 2] == float("-inf")
+    assert torch.isclose(greedy[0, 1], scores[0, 1])
+    total = L.fold_end_tokens(scores, 1, (1, 2), best_only=False)
+    assert int(total.argmax()) == 1 and torch.isclose(total[0, 1].exp(), torch.tensor(0.5))
+    assert torch.equal(L.fold_end_tokens(scores, 1, (1,), best_only=False), scores)
