@@ -71,7 +71,7 @@ def main() -> None:
 
     from liaotian.models.checkpoint import load_pretrained
     from liaotian.models.generate import DecodingConfig, Prompt, generate
-    from liaotian.models.hf_import import import_hf
+    from liaotian.hf import import_hf
     from liaotian.pipelines.dialogue import build_context, reply_token_rules
     from liaotian.pipelines.tokenizer import CharTokenizer
 

@@ -1,4 +1,5 @@
-"""liaotian DialogLM model dirs -> HF checkpoint dirs that `transformers` loads. No Ray, no transformers needed.
+"""liaotian DialogLMs -> HF checkpoints that `transformers` loads. No Ray, no transformers needed.
+(The directory-level command, `liaotian export hf`, is `liaotian.hf.export_hf`.)
 
 `AutoModelForCausalLM.from_pretrained(DIR)` gives a `GPT2LMHeadModel` (pre-LN DialogLMs: liaotian's own)
 or an `OpenAIGPTLMHeadModel` (post-LN without a final LayerNorm: an imported CDial-GPT);
@@ -15,9 +16,7 @@ which token ids stand for segments and the input format; `models/hf_import.py` r
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
@@ -104,31 +103,3 @@ def hf_config(model: DialogLM, arch: str, tok, carriers: tuple[int, ...], untie:
         "dialog_lm_config": asdict(c),
     }
     return {**head, **common, "liaotian": liaotian}
-
-
-def export_hf(model_dir, output) -> Path:
-    """`liaotian export hf MODEL_DIR --output DIR`."""
-    from safetensors.torch import save_file
-
-    from liaotian.models.checkpoint import load_pretrained
-    from liaotian.pipelines.tokenizer import load_tokenizer
-
-    model_dir, output = Path(model_dir), Path(output)
-    model = load_pretrained(model_dir)
-    arch = hf_architecture(model)
-    tok = load_tokenizer(model_dir)
-    if tok.vocab_size < model.config.vocab_size:
-        raise ExportRefused(f"{model_dir}: the tokenizer has {tok.vocab_size} tokens, the model {model.config.vocab_size}")
-    carriers, untie = segment_token_ids(model, tok)
-    output.mkdir(parents=True, exist_ok=True)
-    save_file(hf_state_dict(model, arch, carriers, untie), str(output / "model.safetensors"), metadata={"format": "pt"})
-    (output / "config.json").write_text(json.dumps(hf_config(model, arch, tok, carriers, untie), indent=2, ensure_ascii=False) + "\n")
-    # vocab.txt: the model's ids only (a tokenizer may append specials the model has no row for)
-    (output / "vocab.txt").write_text("".join(t + "\n" for t in tok.tokens[: model.config.vocab_size]), encoding="utf-8")
-    tok.to_hf(model.config.vocab_size).save(str(output / "tokenizer.json"))
-    specials = {"unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]"}
-    specials = {k: v for k, v in specials.items() if tok.token_to_id[v] < model.config.vocab_size}
-    (output / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": model.config.max_len, **specials}, indent=2, ensure_ascii=False) + "\n")
-    return output

@@ -1,4 +1,7 @@
-"""HF checkpoints of CDial-GPT's family -> liaotian DialogLM model dirs. No Ray, no transformers, no network.
+"""HF checkpoints of CDial-GPT's family -> liaotian DialogLMs. No Ray, no transformers, no network.
+
+The directory-level command (`liaotian import hf`, reading vocab.txt with the tokenizer) is
+`liaotian.hf.import_hf`; this module turns tensors and a config into a model.
 
 Two architectures, recognised by their weight names:
 - `OpenAIGPTLMHeadModel` (CDial-GPT_LCCC-base/-large): post-LN blocks, no final LayerNorm,
@@ -13,8 +16,6 @@ A `pytorch_model.bin` is a pickle, which can run code when loaded: it is read on
 """
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -87,7 +88,8 @@ def _check_hf_config(hf: dict, arch: str) -> None:
 
 
 def convert(state: dict[str, torch.Tensor], hf: dict, tok, input_format: str = "cdial_gpt") -> DialogLM:
-    """A DialogLM with the checkpoint's weights. `hf`: its config.json; `tok`: a CharTokenizer of its vocab.txt.
+    """A DialogLM with the checkpoint's weights. `hf`: its config.json; `tok`: the CharTokenizer of its
+    vocab.txt (`liaotian.hf.import_hf` reads the directory).
 
     `hf["liaotian"]` (written by `liaotian export hf`) restores the exported model's own format and
     segment table; otherwise the model reads CDial-GPT's format.
@@ -116,11 +118,9 @@ def convert(state: dict[str, torch.Tensor], hf: dict, tok, input_format: str = "
         segment_table = wte[seg_tokens].clone()
         wte = lm_head
     if input_format == "cdial_gpt" and segment_table is None:
-        from liaotian.pipelines.dialogue import cdial_segment_tokens
-
         if tok.file_size <= max(tok.speaker_ids):
             raise ImportRefused("vocab.txt has no [speaker1]/[speaker2] tokens: CDial-GPT's input format needs them")
-        segment_tokens = cdial_segment_tokens(tok)
+        segment_tokens = (*tok.speaker_ids, tok.cls_id)  # = pipelines.dialogue.cdial_segment_tokens(tok)
     else:
         segment_tokens = tuple(mine.get("segment_tokens", ()))
     eps = float(hf.get("layer_norm_epsilon", 1e-5))
@@ -165,22 +165,3 @@ def convert(state: dict[str, torch.Tensor], hf: dict, tok, input_format: str = "
         raise ImportRefused(f"shapes do not match the config: {bad[:5]}")
     model.load_state_dict({k: v.float().contiguous() for k, v in ours.items()}, strict=True)
     return model.eval()
-
-
-def import_hf(src, output, input_format: str = "cdial_gpt") -> Path:
-    """`liaotian import hf SRC --output DIR`: read a local HF checkpoint dir, write a liaotian model dir."""
-    from liaotian.pipelines.tokenizer import CharTokenizer
-
-    src, output = Path(src), Path(output)
-    if not (src / "config.json").is_file():
-        raise FileNotFoundError(f"{src}: no config.json (point at a local checkpoint directory)")
-    if not (src / "vocab.txt").is_file():
-        raise FileNotFoundError(f"{src}: no vocab.txt")
-    hf = json.loads((src / "config.json").read_text())
-    tok = CharTokenizer.from_vocab_file(src / "vocab.txt")
-    model = convert(read_state_dict(src), hf, tok, input_format)
-    output.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src / "vocab.txt", output / "vocab.txt")  # the imported ids, unchanged
-    tok.to_hf(model.config.vocab_size).save(str(output / "tokenizer.json"))
-    model.save_pretrained(output, extra={"imported_from": {"path": str(src.resolve()), "hf_config": hf}})
-    return output

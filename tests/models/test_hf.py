@@ -19,8 +19,9 @@ transformers = pytest.importorskip("transformers")
 from liaotian.models.checkpoint import load_pretrained, save_pretrained  # noqa: E402
 from liaotian.models.dialog_lm import DialogLM, DialogLMConfig  # noqa: E402
 from liaotian.models.generate import DecodingConfig, Prompt, generate  # noqa: E402
-from liaotian.models.hf_export import ExportRefused, export_hf  # noqa: E402
-from liaotian.models.hf_import import ImportRefused, import_hf  # noqa: E402
+from liaotian.hf import export_hf, import_hf  # noqa: E402
+from liaotian.models.hf_export import ExportRefused  # noqa: E402
+from liaotian.models.hf_import import ImportRefused  # noqa: E402
 from liaotian.pipelines.dialogue import build_context, reply_token_rules, to_input_format  # noqa: E402
 from liaotian.pipelines.tokenizer import CharTokenizer  # noqa: E402
 

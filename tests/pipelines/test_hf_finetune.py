@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 def test_finetune_an_imported_gpt2(ray_session, train_data, tmp_path):
     from liaotian.config import load_run_config
     from liaotian.models.checkpoint import load_pretrained
-    from liaotian.models.hf_import import import_hf
+    from liaotian.hf import import_hf
     from liaotian.pipelines.train_job import run
 
     vocab = (train_data["dialog"] / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]

@@ -22,7 +22,7 @@ def served_import(ray_session, tmp_path_factory):
     from ray import serve
 
     from liaotian.config import load_run_config
-    from liaotian.models.hf_import import import_hf
+    from liaotian.hf import import_hf
     from liaotian.serve.app import run
 
     root = tmp_path_factory.mktemp("hf_served")
