@@ -292,3 +292,15 @@ def test_cdial_gpt_exact_config(tmp_path):
         ours = model(torch.tensor([ids]), segment_ids=torch.tensor([seg])).logits
         theirs = hf(torch.tensor([ids]), token_type_ids=torch.tensor([token_types(model, seg)])).logits
     assert rel_err(ours, theirs) < 1e-4
+
+
+def test_eval_prompts_in_cdial_format():
+    """eval dialog cuts liaotian-layout test samples into prompts; an imported model gets them in its format."""
+    from liaotian.pipelines.dialogue import context_in_format
+
+    tok = CharTokenizer(cdial_vocab())
+    for history in HISTORIES:
+        native, _, _ = build_context(history, tok, 64)
+        assert context_in_format(native, tok, "cdial_gpt", 64) == build_context(history, tok, 64, input_format="cdial_gpt")
+    native, _, _ = build_context(HISTORIES[2], tok, 64)  # too long for the budget: the oldest utterances go
+    assert context_in_format(native, tok, "cdial_gpt", 9) == build_context(HISTORIES[2], tok, 9, input_format="cdial_gpt")
