@@ -304,3 +304,25 @@ def test_eval_prompts_in_cdial_format():
         assert context_in_format(native, tok, "cdial_gpt", 64) == build_context(history, tok, 64, input_format="cdial_gpt")
     native, _, _ = build_context(HISTORIES[2], tok, 64)  # too long for the budget: the oldest utterances go
     assert context_in_format(native, tok, "cdial_gpt", 9) == build_context(HISTORIES[2], tok, 9, input_format="cdial_gpt")
+
+
+def test_chat_reranks_an_imported_models_candidates(tmp_path):
+    """`liaotian chat --rerank`: an MLM with liaotian's own vocabulary reranks an imported model's replies."""
+    from collections import Counter
+
+    from liaotian.chat import ChatSession
+    from liaotian.models.fast_mlm import FastMLM, FastMLMConfig
+    from liaotian.pipelines.tokenizer import build_vocab
+
+    src, _ = hf_checkpoint(tmp_path, "openai-gpt", cdial_vocab())
+    model = load_pretrained(import_hf(src, tmp_path / "imported"))
+    tok = CharTokenizer.from_dir(tmp_path / "imported")
+    mlm_tok = build_vocab(Counter(CHARS))
+    mlm = FastMLM(FastMLMConfig(vocab_size=mlm_tok.vocab_size, max_len=64, n_layer=1, n_head=2, d_model=32,
+                                pad_id=mlm_tok.pad_id, cls_id=mlm_tok.cls_id, sep_id=mlm_tok.sep_id, mask_id=mlm_tok.mask_id)).eval()
+    decoding = DecodingConfig(strategy="sample", top_p=1.0, max_new_tokens=6, n=4, seed=0, **reply_token_rules(tok, model))
+    session = ChatSession(model, tok, decoding, mlm, mlm_tok)
+    reply = "".join(session.reply("你好"))
+    candidates = generate(model, [session.prompt(["你好"])], decoding, tok.sep_id)[0]
+    assert reply in {tok.decode(g.token_ids) for g in candidates} and len(candidates) == 4
+    assert session.history == ["你好", reply]
