@@ -13,10 +13,8 @@ share their forward/backward passes (`models.attribution.integrated_gradients_ma
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 
 from liaotian.serve.api import AttributionRequest, ChatCompletionRequest, RequestError, RerankOptions
 from liaotian.serve.config import ServeConfig
+from liaotian.serve.request_batching import SerialDecoder
 
 
 def read_model_type(model_dir) -> str:
@@ -415,40 +414,8 @@ class Explainer:
 
 
 # ---------------------------------------------------------------------------------------------
-# Async helpers shared by the in-process backend and the Serve deployments
+# The in-process backend (tests without Ray)
 # ---------------------------------------------------------------------------------------------
-
-async def iterate_in_thread(make_iter):
-    """Run a blocking iterator in a worker thread; yield its items here. Closing this generator
-    (client gone, timeout) stops the worker at its next item."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    stop, done = threading.Event(), object()
-
-    def work():
-        try:
-            for item in make_iter():
-                if stop.is_set():
-                    break
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-        except BaseException as e:  # noqa: BLE001 - re-raised on the event loop's side
-            loop.call_soon_threadsafe(queue.put_nowait, e)
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, done)
-
-    worker = loop.run_in_executor(None, work)
-    try:
-        while True:
-            item = await queue.get()
-            if item is done:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        del worker
-
 
 class LocalBackend:
     """Both engines in this process, one request at a time: the plain FastAPI app (tests, no Ray)."""
@@ -456,7 +423,7 @@ class LocalBackend:
     def __init__(self, cfg: ServeConfig, chat: ChatEngine | None = None, explainer: Explainer | None = None):
         self.cfg, self.engine, self.explainer = cfg, chat, explainer
         self.model_id = cfg.model_name
-        self._lock = asyncio.Lock()
+        self.decoder = SerialDecoder("local")  # one job at a time; nothing held across a stream's yields
 
     def prepare(self, req):
         if isinstance(req, ChatCompletionRequest):
@@ -464,14 +431,10 @@ class LocalBackend:
         return self.explainer.prepare(req)
 
     async def complete(self, prepared: PreparedChat) -> ChatResult:
-        async with self._lock:
-            return (await asyncio.to_thread(self.engine.run_batch, [prepared]))[0]
+        return (await self.decoder.run(self.engine.run_batch, [prepared]))[0]
 
-    async def stream(self, prepared: PreparedChat):
-        async with self._lock:
-            async for delta in iterate_in_thread(lambda: self.engine.stream(prepared)):
-                yield delta
+    def stream(self, prepared: PreparedChat):
+        return self.decoder.iterate(lambda: self.engine.stream(prepared))
 
     async def attribute(self, prepared: PreparedAttribution) -> dict:
-        async with self._lock:
-            return (await asyncio.to_thread(self.explainer.explain, [prepared]))[0]
+        return (await self.decoder.run(self.explainer.explain, [prepared]))[0]
