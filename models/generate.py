@@ -39,6 +39,8 @@ class DecodingConfig:
     num_beams: int = 1
     length_penalty: float = 1.0
     repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0  # OpenAI's: score -= presence * [token in reply] + frequency * count
+    frequency_penalty: float = 0.0
     no_repeat_ngram_size: int = 0
     max_new_tokens: int = 32
     min_new_tokens: int = 0
@@ -105,6 +107,8 @@ def build_rules(cfg: DecodingConfig, eos_id: int) -> list[Rule]:
         rules.append(lambda s, g: L.ban_tokens(s, banned))
     if cfg.repetition_penalty != 1.0:
         rules.append(lambda s, g: L.repetition_penalty(s, g, cfg.repetition_penalty))
+    if cfg.presence_penalty or cfg.frequency_penalty:
+        rules.append(lambda s, g: L.presence_frequency_penalty(s, g, cfg.presence_penalty, cfg.frequency_penalty))
     if cfg.no_repeat_ngram_size:
         rules.append(lambda s, g: L.no_repeat_ngram(s, g, cfg.no_repeat_ngram_size))
     if cfg.min_new_tokens:

@@ -164,6 +164,7 @@ class ChatEngine:
         decoding = DecodingConfig(
             strategy="greedy" if req.temperature == 0 else "sample", temperature=req.temperature or 1.0,
             top_k=req.top_k, top_p=req.top_p, consistent=True, max_new_tokens=max_new,
+            presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
             stop_strings=tuple(req.stop_list()), n=rerank.candidates if rerank else req.n, seed=req.seed,
             banned_ids=non_reply_ids(self.tok))
         if decoding.strategy == "greedy" and decoding.n > 1 and decoding.seed is None:
