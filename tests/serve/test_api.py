@@ -369,3 +369,24 @@ def test_overload_is_a_json_503_with_retry_after(engines):
     assert codes.count(200) >= 2 and codes.count(503) >= 1 and set(codes) <= {200, 503}, codes
     busy = next(r for r in answers if r.status_code == 503)
     assert busy.headers["retry-after"] == "1" and busy.json()["error"]["type"] == "overloaded_error"
+
+
+def test_logprobs_in_openai_shape_streamed_too(client):
+    body = {"messages": USER, "max_tokens": 6, "seed": 5, "top_p": 1.0, "logprobs": True, "top_logprobs": 3}
+    r = post(client, body)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    content = choice["logprobs"]["content"]
+    assert "".join(t["token"] for t in content) == choice["message"]["content"]
+    assert len(content) == r.json()["usage"]["completion_tokens"]
+    for t in content:
+        assert t["logprob"] <= 0 and t["bytes"] == list(t["token"].encode())
+        alts = [a["logprob"] for a in t["top_logprobs"]]
+        assert len(alts) == 3 and alts == sorted(alts, reverse=True) and t["logprob"] <= alts[0] + 1e-9
+    events = sse_events(post(client, dict(body, stream=True)).text)
+    streamed = [t for e in events for c in e["choices"] if c.get("logprobs") for t in c["logprobs"]["content"]]
+    assert [t["token"] for t in streamed] == [t["token"] for t in content]
+    assert [t["logprob"] for t in streamed] == pytest.approx([t["logprob"] for t in content], abs=1e-5)
+    plain = post(client, {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}).json()
+    assert plain["choices"][0]["logprobs"] is None
+    assert plain["choices"][0]["message"]["content"] == choice["message"]["content"]  # logprobs change nothing
