@@ -5,6 +5,7 @@ Serve deployment builds its app with this function), so the protocol is testable
 
 Routes: `GET /` (the page), `GET /static/*`, `GET /healthz`, `GET /v1/models`, `GET /v1/models/{id}`,
 `POST /v1/chat/completions` (OpenAI-compatible, SSE when `stream`), `POST /v1/attributions`,
+`POST /v1/tokenize` (token count of a message against the window, for the page),
 `GET /openapi.json` (the request schemas, for generated clients and fuzzers).
 
 Chat messages: roles `system`, `user`, `assistant`. **System messages are ignored** (the dialogue
@@ -195,6 +196,22 @@ class ChatCompletionRequest(Strict):
 
     def new_tokens(self, cfg: ServeConfig) -> int:
         return self.max_completion_tokens or self.max_tokens or cfg.max_new_tokens
+
+
+class TokenizeRequest(Strict):
+    """`POST /v1/tokenize` (the page counts tokens as the user types): how many tokens a message is,
+    and how many the window leaves for it with `max_tokens` reserved for the reply."""
+
+    text: str
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, v, info: ValidationInfo):
+        cap = _limit(info, "max_text_chars", ServeConfig.max_text_chars)
+        if len(v) > cap:
+            raise ValueError(f"text is {len(v)} characters long; the limit is {cap}")
+        return v
 
 
 class AttributionRequest(Strict):
@@ -399,10 +416,11 @@ def openapi_schema(app, title: str, bearer: bool) -> dict:
 
     schema = get_openapi(title=title, version="1", routes=app.routes,
                          description="liaotian: an OpenAI-compatible chatbot and an attribution service")
-    _, defs = models_json_schema([(ChatCompletionRequest, "validation"), (AttributionRequest, "validation")],
-                                 ref_template="#/components/schemas/{model}")
+    _, defs = models_json_schema([(ChatCompletionRequest, "validation"), (AttributionRequest, "validation"),
+                                  (TokenizeRequest, "validation")], ref_template="#/components/schemas/{model}")
     schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
-    bodies = {"/v1/chat/completions": "ChatCompletionRequest", "/v1/attributions": "AttributionRequest"}
+    bodies = {"/v1/chat/completions": "ChatCompletionRequest", "/v1/attributions": "AttributionRequest",
+              "/v1/tokenize": "TokenizeRequest"}
     error = {"description": "an error", "content": {"application/json": {"schema": {
         "type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["message", "type"],
                                                                           "properties": {"message": {"type": "string"}, "type": {"type": "string"},
@@ -423,7 +441,8 @@ def openapi_schema(app, title: str, bearer: bool) -> dict:
     return schema
 
 
-ROUTE_NAMES = ("/", "/static", "/healthz", "/openapi.json", "/v1/models", "/v1/chat/completions", "/v1/attributions")
+ROUTE_NAMES = ("/", "/static", "/healthz", "/openapi.json", "/v1/models", "/v1/chat/completions", "/v1/attributions",
+               "/v1/tokenize")
 
 
 def route_label(path: str) -> str:
@@ -578,6 +597,15 @@ def create_app(cfg: ServeConfig, chat: ChatBackend | None = None, attribution: A
                 return error_response(404, f"model {model_id[:128]!r} is not served; this server serves {chat.model_id!r}",
                                       param="model", code="model_not_found")
             return model_card()
+
+        @app.post("/v1/tokenize")
+        async def tokenize(request: Request):
+            req = _parse(TokenizeRequest, await read_json(request, cfg), cfg)
+            engine = chat.engine
+            window = int(engine.max_len)
+            reserve = min(req.max_tokens or cfg.max_new_tokens, cfg.max_new_tokens)
+            return {"tokens": len(engine.tok.encode(req.text)) if req.text else 0, "context_window": window,
+                    "max_tokens": reserve, "max_input_tokens": max(0, window - 2 - reserve)}
 
         @app.post("/v1/chat/completions")
         async def chat_completions(request: Request):

@@ -390,3 +390,13 @@ def test_logprobs_in_openai_shape_streamed_too(client):
     plain = post(client, {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}).json()
     assert plain["choices"][0]["logprobs"] is None
     assert plain["choices"][0]["message"]["content"] == choice["message"]["content"]  # logprobs change nothing
+
+
+def test_tokenize_states_the_window(client):
+    r = post(client, {"text": "你好，今天天气很不错"}, path="/v1/tokenize")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"tokens": 10, "context_window": 128, "max_tokens": 16, "max_input_tokens": 128 - 2 - 16}
+    assert post(client, {"text": "", "max_tokens": 4}, path="/v1/tokenize").json()["max_input_tokens"] == 122
+    assert post(client, {"text": 5}, path="/v1/tokenize").status_code == 422
+    page = client.get("/").text
+    assert 'id="window"' in page and "/v1/tokenize" in client.get("/static/app.js").text
