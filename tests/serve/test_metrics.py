@@ -86,3 +86,17 @@ def test_metrics_are_exported_during_requests(served):
     assert value(found, "ray_liaotian_ig_completeness_delta_count") >= 1
     assert value(found, "ray_liaotian_time_to_first_token_seconds_count") >= 1
     assert value(found, "ray_liaotian_batch_size_count") >= 1
+
+
+def test_grafana_dashboard_uses_the_exported_series():
+    """docs/grafana/liaotian.json plots every series ServeMetrics defines and names no other."""
+    import json
+    from pathlib import Path
+
+    from liaotian.serve.metrics import ServeMetrics
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana" / "liaotian.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    used = set(re.findall(r"ray_(liaotian_[a-z_]+?)(?:_total|_bucket|_sum|_count)?\b", exprs))
+    defined = {m.name for m in ServeMetrics(local_only=True).m.values()}
+    assert used == defined, (used ^ defined)
