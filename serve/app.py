@@ -8,7 +8,8 @@
 Serve's proxy sends a path to the application with the longest matching prefix, so the page and the
 chat API share `/` while attribution requests reach their own, separately scaled application.
 Each deployment is its own FastAPI ingress (`__serve_build_asgi_app__`), so an overloaded deployment
-answers 503 from the proxy (`max_queued_requests`) without a hop through another replica.
+answers its own JSON 503 (beyond `max_ongoing_requests + max_queued_requests` held) without a hop
+through another replica. Each replica exports Prometheus metrics (`serve.metrics`).
 
 Batching: with `serve.<app>.batching` on, concurrent requests on a replica are gathered by
 `serve.request_batching.AdaptiveBatcher` (up to `max_batch_size`; a batch waits at most `batch_wait_timeout_s`
