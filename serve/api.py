@@ -468,6 +468,9 @@ def create_app(cfg: ServeConfig, chat: ChatBackend | None = None, attribution: A
     admit_limit = section.max_ongoing_requests + section.max_queued_requests
     in_flight = [0]
     admitted_paths = {"/v1/chat/completions", "/v1/attributions"}
+    # which replica answered (a response header): lets a client or a test tell replicas apart
+    replica = next((b.replica_id for b in (chat, attribution) if getattr(b, "replica_id", None)), None)
+    replica_header = [(b"x-liaotian-replica", replica.encode())] if replica else []
 
     def plain_error(status: int, message: str, *, type_: str, code: str, headers: dict | None = None) -> JSONResponse:
         return error_response(status, message, type_=type_, code=code, headers=headers)
@@ -489,6 +492,8 @@ def create_app(cfg: ServeConfig, chat: ChatBackend | None = None, attribution: A
             async def send_recording(message):
                 if message["type"] == "http.response.start":
                     status[0] = message["status"]
+                    if replica_header:
+                        message = dict(message, headers=list(message.get("headers") or []) + replica_header)
                 await send(message)
 
             async def answer(response):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from ray import serve
@@ -88,6 +89,7 @@ class ChatBot:
     def __init__(self, cfg: dict, model_dir: str, rerank_dir: str | None = None):
         self.cfg = from_dict(ServeConfig, cfg)
         self.model_id = self.cfg.model_name
+        self.replica_id = uuid.uuid4().hex[:12]
         self.section = self.cfg.chat
         self.engine = ChatEngine(model_dir, rerank_dir, device=replica_device(self.section),
                                  decode_precision=self.cfg.decode_precision)
@@ -139,6 +141,7 @@ class Attributor:
     def __init__(self, cfg: dict, classifier_dir: str | None = None, chat_dir: str | None = None):
         self.cfg = from_dict(ServeConfig, cfg)
         self.section = self.cfg.attribution
+        self.replica_id = uuid.uuid4().hex[:12]
         self.explainer = Explainer(classifier_dir=classifier_dir, chat_dir=chat_dir, default_steps=self.cfg.ig_steps,
                                    device=replica_device(self.section))
         self.metrics = ServeMetrics("Attributor")

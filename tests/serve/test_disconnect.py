@@ -47,10 +47,11 @@ def drop_after(base: str, path: str, body: dict, chunks: int, timeout: float = 2
                 break
 
 
-def full_stream(base: str, body: dict) -> list[str]:
+def full_stream(base: str, body: dict) -> tuple[str, list[str]]:
+    """(the replica that answered, the stream's events) of a stream read to its end."""
     with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, headers=AUTH, timeout=30) as r:
         assert r.status_code == 200, r.read()
-        return [line for line in r.iter_lines() if line]
+        return r.headers["x-liaotian-replica"], [line for line in r.iter_lines() if line]
 
 
 def test_dropped_streams_release_the_replica(served):
@@ -65,14 +66,20 @@ def test_dropped_streams_release_the_replica(served):
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(lambda job: drop_after(base, *job), jobs))
     assert time.monotonic() - t0 < 240
-    replicas = max(1, chat_replicas())
-    # every replica: full streams of each kind (more requests than replicas, in parallel, reach each one)
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda body: full_stream(base, body), [KINDS[k] for k in KINDS] * 2 * replicas))
-    for lines in results:
-        assert lines[-1] == "data: [DONE]", lines[-3:]
-        finals = [c for line in lines[:-1] for c in json.loads(line[6:])["choices"] if c["finish_reason"]]
-        assert finals and all(c["finish_reason"] in ("stop", "length") for c in finals)
+    # every replica: full streams of each kind ending in [DONE] (rounds of parallel requests until
+    # each kind was answered by every running replica; bounded)
+    seen: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    for _ in range(10):
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda kind: (kind, full_stream(base, KINDS[kind])), list(KINDS) * 2))
+        for kind, (replica, lines) in results:
+            assert lines[-1] == "data: [DONE]", (kind, lines[-3:])
+            finals = [c for line in lines[:-1] for c in json.loads(line[6:])["choices"] if c["finish_reason"]]
+            assert len(finals) == KINDS[kind].get("n", 1) and all(c["finish_reason"] in ("stop", "length") for c in finals)
+            seen[kind].add(replica)
+        if all(len(ids) >= chat_replicas() for ids in seen.values()):
+            break
+    assert all(len(ids) >= chat_replicas() for ids in seen.values()), (seen, chat_replicas())
     r = httpx.post(f"{base}/v1/attributions", json={"text": "今天很开心"}, headers=AUTH, timeout=30)
     assert r.status_code == 200, r.text
     health = httpx.get(f"{base}/healthz", timeout=10)
