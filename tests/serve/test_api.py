@@ -400,3 +400,21 @@ def test_tokenize_states_the_window(client):
     assert post(client, {"text": 5}, path="/v1/tokenize").status_code == 422
     page = client.get("/").text
     assert 'id="window"' in page and "/v1/tokenize" in client.get("/static/app.js").text
+
+
+def test_healthz_reports_a_replica_that_cannot_serve(engines):
+    import time as clock
+
+    from liaotian.serve.app import stall_reason
+    from liaotian.serve.request_batching import SerialDecoder
+
+    config = ServeConfig(request_timeout_s=1.0)
+    backend = LocalBackend(config, *engines)
+    client = TestClient(create_app(config, chat=backend))
+    assert client.get("/healthz").json() == {"status": "ok"}
+    decoder = SerialDecoder("t")
+    backend.health = lambda: stall_reason(config, decoder=decoder)
+    assert client.get("/healthz").status_code == 200  # idle
+    decoder.busy_since = decoder.last_progress = clock.monotonic() - 10  # a decode stuck for 10 s
+    r = client.get("/healthz")
+    assert r.status_code == 503 and "no progress" in r.json()["error"]["message"] and r.headers["retry-after"]
