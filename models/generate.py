@@ -39,6 +39,8 @@ class DecodingConfig:
     num_beams: int = 1
     length_penalty: float = 1.0
     repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0  # OpenAI's: score -= presence * [token in reply] + frequency * count
+    frequency_penalty: float = 0.0
     no_repeat_ngram_size: int = 0
     max_new_tokens: int = 32
     min_new_tokens: int = 0
@@ -47,6 +49,7 @@ class DecodingConfig:
     seed: int | None = None
     banned_ids: Sequence[int] = field(default_factory=tuple)  # tokens a reply never contains (specials but eos)
     end_ids: Sequence[int] = field(default_factory=tuple)  # other tokens that end a reply as eos does (L.fold_end_tokens)
+    top_logprobs: int | None = None  # None: off; k >= 0: each reply token's log p and the k likeliest tokens
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -61,6 +64,7 @@ class DecodingConfig:
             (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
             (0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens must be in [0, max_new_tokens]"),
             (self.n >= 1, "n must be >= 1"),
+            (self.top_logprobs is None or self.top_logprobs >= 0, "top_logprobs must be None or >= 0"),
             (self.strategy != "beam" or self.n <= self.num_beams, "beam search returns at most num_beams candidates: n <= num_beams"),
             (self.strategy != "beam" or not self.stop_strings, "stop_strings are not supported with beam search"),
         ]
@@ -95,6 +99,9 @@ class Generation:
     token_ids: list[int]
     finish_reason: str  # "stop" (eos or a stop string) | "length" (max_new_tokens without eos)
     logprob: float
+    # with cfg.top_logprobs: per reply token (log p, [(token id, log p) of the k likeliest]), the model's
+    # distribution before any decoding rule
+    token_logprobs: list[tuple[float, list[tuple[int, float]]]] | None = None
 
 
 def build_rules(cfg: DecodingConfig, eos_id: int) -> list[Rule]:
@@ -108,6 +115,8 @@ def build_rules(cfg: DecodingConfig, eos_id: int) -> list[Rule]:
         rules.append(lambda s, g: L.ban_tokens(s, banned))
     if cfg.repetition_penalty != 1.0:
         rules.append(lambda s, g: L.repetition_penalty(s, g, cfg.repetition_penalty))
+    if cfg.presence_penalty or cfg.frequency_penalty:
+        rules.append(lambda s, g: L.presence_frequency_penalty(s, g, cfg.presence_penalty, cfg.frequency_penalty))
     if cfg.no_repeat_ngram_size:
         rules.append(lambda s, g: L.no_repeat_ngram(s, g, cfg.no_repeat_ngram_size))
     if cfg.min_new_tokens:
@@ -198,9 +207,12 @@ def _hits_stop(tokens: list[int], stop_strings: Sequence[str], decode_fn) -> boo
     return any(s in text for s in stop_strings)
 
 
-def _decode_steps(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id: int, decode_fn=None):
+def _decode_steps(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id: int, decode_fn=None,
+                  logprobs_out: list | None = None):
     """Greedy or sampling. Yields, per step, each row's new reply token (None for finished rows);
-    returns one `Generation` per row (row = prompt i's candidate j at i * n + j).
+    returns one `Generation` per row (row = prompt i's candidate j at i * n + j). With
+    `cfg.top_logprobs`, `logprobs_out` (a list, if given) receives each row's list of token log-probs,
+    filled as the tokens are yielded.
 
     Finished rows leave the batch (the state keeps only the running rows) once they make up a
     quarter of it, so a long reply does not keep paying for the short ones beside it; every row's
@@ -219,6 +231,9 @@ def _decode_steps(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id:
     reasons: list[str | None] = [None] * rows
     replies: list[list[int]] = [[] for _ in range(rows)]
     logprob = [0.0] * rows
+    token_lps: list[list] | None = [[] for _ in range(rows)] if cfg.top_logprobs is not None else None
+    if token_lps is not None and logprobs_out is not None:
+        logprobs_out.extend(token_lps)
     for t in range(cfg.max_new_tokens):
         processed = apply_rules(rules, scores, generated)
         if cfg.strategy == "greedy":
@@ -228,7 +243,11 @@ def _decode_steps(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id:
             tokens = sample_from(processed, uniforms.to(device))
         if idle:
             tokens = torch.where(done, torch.full_like(tokens, eos_id), tokens)  # finished rows idle on eos
-        step_lp = torch.log_softmax(scores, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+        log_probs = torch.log_softmax(scores, dim=-1)
+        step_lp = log_probs.gather(-1, tokens[:, None]).squeeze(-1)
+        if token_lps is not None and cfg.top_logprobs:
+            top = log_probs.topk(min(cfg.top_logprobs, log_probs.shape[-1]), dim=-1)
+            top_values, top_ids = top.values.double().tolist(), top.indices.tolist()
         new: list[int | None] = [None] * rows
         finished = []
         for i, (r, token, lp) in enumerate(zip(alive, tokens.tolist(), step_lp.double().tolist())):
@@ -241,6 +260,9 @@ def _decode_steps(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id:
                 continue
             replies[r].append(token)
             new[r] = token
+            if token_lps is not None:
+                alternatives = list(zip(top_ids[i], top_values[i])) if cfg.top_logprobs else []
+                token_lps[r].append((lp, alternatives))
             if cfg.stop_strings and _hits_stop(replies[r], cfg.stop_strings, decode_fn):
                 reasons[r] = "stop"
                 finished.append(i)
@@ -260,7 +282,8 @@ def _decode_steps(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id:
             done = torch.zeros(len(alive), dtype=torch.bool, device=device)
             idle = 0
         scores, state = _advance(model, tokens, segments, state)
-    return [Generation(replies[r], reasons[r] or "length", logprob[r]) for r in range(rows)]
+    return [Generation(replies[r], reasons[r] or "length", logprob[r], None if token_lps is None else token_lps[r])
+            for r in range(rows)]
 
 
 def _beam_search(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id: int) -> list[list[Generation]]:
@@ -337,25 +360,32 @@ def generate(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id: int,
     return [flat[i * cfg.n:(i + 1) * cfg.n] for i in range(len(prompts))]
 
 
-def stream(model, prompt: Prompt, cfg: DecodingConfig, eos_id: int, decode_fn=None) -> Iterator[int]:
+def stream(model, prompt: Prompt, cfg: DecodingConfig, eos_id: int, decode_fn=None,
+           logprobs_out: list | None = None) -> Iterator[int]:
     """Yield the reply's token ids as they are decoded (eos not yielded); the same tokens as
     `generate(model, [prompt], cfg, eos_id)[0][0]` with the same seed. Beam search can only
-    know its best hypothesis at the end, so it yields that all at once."""
+    know its best hypothesis at the end, so it yields that all at once. With `cfg.top_logprobs`,
+    `logprobs_out[0]` holds the yielded tokens' log-probs (see `Generation.token_logprobs`)."""
     if cfg.n != 1:
         raise ValueError("stream decodes one candidate: set n=1")
     if cfg.strategy == "beam":
-        yield from generate(model, [prompt], cfg, eos_id)[0][0].token_ids
+        best = generate(model, [prompt], cfg, eos_id)[0][0]
+        if logprobs_out is not None and best.token_logprobs is not None:
+            logprobs_out.append(best.token_logprobs)
+        yield from best.token_ids
         return
-    for new in _decode_steps(model, [prompt], cfg, eos_id, decode_fn):
+    for new in _decode_steps(model, [prompt], cfg, eos_id, decode_fn, logprobs_out):
         if new[0] is not None:
             yield new[0]
 
 
-def stream_batch(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id: int, decode_fn=None) -> Iterator[list]:
+def stream_batch(model, prompts: Sequence[Prompt], cfg: DecodingConfig, eos_id: int, decode_fn=None,
+                 logprobs_out: list | None = None) -> Iterator[list]:
     """Greedy or sampling for several prompts (n=1) as one batch, step by step: yields per step one
     entry per prompt, its new token id or None (finished: eos, a stop string, or an earlier end).
-    Prompt i's tokens equal `stream(model, prompts[i], cfg, eos_id)` with the same seed."""
+    Prompt i's tokens equal `stream(model, prompts[i], cfg, eos_id)` with the same seed; with
+    `cfg.top_logprobs`, `logprobs_out[i]` holds prompt i's token log-probs so far."""
     if cfg.n != 1 or cfg.strategy == "beam":
         raise ValueError("stream_batch decodes one candidate per prompt without beam search")
     if prompts:
-        yield from _decode_steps(model, prompts, cfg, eos_id, decode_fn)
+        yield from _decode_steps(model, prompts, cfg, eos_id, decode_fn, logprobs_out)

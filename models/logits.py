@@ -24,10 +24,37 @@ def _keep(scores: torch.Tensor, remove: torch.Tensor, always_keep: int | None) -
 
 
 def temperature(scores: torch.Tensor, t: float) -> torch.Tensor:
-    """Divide scores by `t` > 0: t < 1 sharpens, t > 1 flattens (softmax(s / t))."""
+    """Divide scores by `t` > 0: t < 1 sharpens, t > 1 flattens (softmax(s / t)).
+
+    Numerically safe for any t > 0: when s / t would overflow the scores' dtype (a tiny t), each row's
+    best score is subtracted first (softmax does not change), since softmax(+inf, ...) is NaN and
+    leaves no candidate; a t whose inverse the dtype cannot hold (1e-300 is 0 in float32) is the limit
+    itself: the best tokens (ties kept) at 0, the others -inf."""
     if t <= 0:
         raise ValueError(f"temperature must be > 0, got {t}")
-    return scores if t == 1.0 else scores / t
+    if t == 1.0:
+        return scores
+    limit = torch.finfo(scores.dtype).max if scores.is_floating_point() else float("inf")
+    inverse = 1.0 / t
+    largest = float(scores.masked_fill(~torch.isfinite(scores), 0).abs().amax()) if scores.numel() else 0.0
+    if inverse < limit and largest * inverse < limit / 2:
+        return scores / t
+    best = scores.amax(dim=-1, keepdim=True)
+    shifted = scores - torch.where(torch.isfinite(best), best, torch.zeros_like(best))
+    if inverse >= limit:
+        return shifted.masked_fill(shifted < 0, NEG_INF)
+    return shifted * inverse
+
+
+def presence_frequency_penalty(scores: torch.Tensor, generated: torch.Tensor, presence: float,
+                               frequency: float) -> torch.Tensor:
+    """OpenAI's penalties on the reply so far `generated` (B,t): score -= presence * [count > 0] +
+    frequency * count, count = how often the token already occurs in the reply. Positive values make
+    repeats less likely, negative ones more; 0 and 0 is a no-op."""
+    if (presence == 0 and frequency == 0) or generated.shape[-1] == 0:
+        return scores
+    counts = torch.zeros_like(scores).scatter_add(-1, generated, torch.ones_like(generated, dtype=scores.dtype))
+    return scores - presence * (counts > 0).to(scores.dtype) - frequency * counts
 
 
 def top_k(scores: torch.Tensor, k: int, always_keep: int | None = None) -> torch.Tensor:

@@ -8,7 +8,8 @@
 Serve's proxy sends a path to the application with the longest matching prefix, so the page and the
 chat API share `/` while attribution requests reach their own, separately scaled application.
 Each deployment is its own FastAPI ingress (`__serve_build_asgi_app__`), so an overloaded deployment
-answers 503 from the proxy (`max_queued_requests`) without a hop through another replica.
+answers its own JSON 503 (beyond `max_ongoing_requests + max_queued_requests` held) without a hop
+through another replica. Each replica exports Prometheus metrics (`serve.metrics`).
 
 Batching: with `serve.<app>.batching` on, concurrent requests on a replica are gathered by
 `serve.request_batching.AdaptiveBatcher` (up to `max_batch_size`; a batch waits at most `batch_wait_timeout_s`
@@ -16,27 +17,30 @@ for as many requests as the recent load, so a lone request is not delayed and a 
 clients is not split into groups that take turns, as `@serve.batch`'s fixed timeout did) and decoded
 as one batch; off, a replica serves one request at a time (the benchmark's baseline). Streaming
 requests with one choice and no reranking are batched the same way (`StreamBatcher`: each stream gets
-its deltas step by step from the shared decode); the others are decoded one at a time under the same
-lock as unbatched ones.
+its deltas step by step from the shared decode); the others are decoded one at a time on the replica's
+`SerialDecoder` thread, like unbatched ones (no lock is held across a stream's `yield`s, so a client that
+disconnects mid-stream cannot wedge the replica). `/healthz` and Serve's health check report a replica
+whose running decode has stopped making progress.
 
 `liaotian serve --config FILE` starts both; `serve run liaotian.serve.app:build_app config=FILE` (or the YAML
 `serve/serve_config.yaml` through `serve run` / `serve deploy`) runs them with Ray Serve's own CLI.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from ray import serve
 
 from liaotian.config import ConfigError, from_dict, to_dict
 from liaotian.serve.api import create_app
-from liaotian.serve.request_batching import AdaptiveBatcher, StreamBatcher
+from liaotian.serve.request_batching import AdaptiveBatcher, SerialDecoder, StreamBatcher
 from liaotian.serve.config import DeploymentSection, ServeConfig
-from liaotian.serve.engine import ChatEngine, Explainer, iterate_in_thread
+from liaotian.serve.engine import ChatEngine, Explainer
+from liaotian.serve.metrics import ServeMetrics
 
 CHAT_APP, ATTRIBUTION_APP = "chat", "attribution"
 ROUTES = {CHAT_APP: "/", ATTRIBUTION_APP: "/v1/attributions"}
@@ -52,6 +56,17 @@ def full_paths(app):
         await app(scope, receive, send)
 
     return asgi
+
+
+def stall_reason(cfg: ServeConfig, **workers) -> str | None:
+    """The first worker (SerialDecoder / AdaptiveBatcher) whose running job has made no progress for
+    longer than a request may take, as a sentence; None when all are idle or moving."""
+    limit = cfg.request_timeout_s + 5.0
+    for name, worker in workers.items():
+        stalled = worker.stalled_for()
+        if stalled > limit:
+            return f"{name}: the running job has made no progress for {stalled:.0f} s (limit {limit:.0f} s)"
+    return None
 
 
 def replica_device(section) -> str:
@@ -74,21 +89,35 @@ class ChatBot:
     def __init__(self, cfg: dict, model_dir: str, rerank_dir: str | None = None):
         self.cfg = from_dict(ServeConfig, cfg)
         self.model_id = self.cfg.model_name
+        self.replica_id = uuid.uuid4().hex[:12]
         self.section = self.cfg.chat
         self.engine = ChatEngine(model_dir, rerank_dir, device=replica_device(self.section),
                                  decode_precision=self.cfg.decode_precision)
-        self._lock = asyncio.Lock()  # the unbatched and streaming paths: one decode at a time
+        self.metrics = ServeMetrics("ChatBot")
+        # the unbatched and n > 1 / rerank streaming paths
+        self.decoder = SerialDecoder("chat-decode", on_wait=lambda s: self.metrics.queue_wait("serial", s))
         self.batcher = AdaptiveBatcher(self.engine.run_batch, self.section.max_batch_size,
-                                       self.section.batch_wait_timeout_s)
+                                       self.section.batch_wait_timeout_s,
+                                       on_batch=lambda n, waits: self.metrics.batch("batch", n, waits))
         self.stream_batcher = StreamBatcher(self.engine.stream_many, self.section.max_batch_size,
-                                            self.section.batch_wait_timeout_s, lambda d: d.finish_reason is not None)
+                                            self.section.batch_wait_timeout_s, lambda d: d.finish_reason is not None,
+                                            on_batch=lambda n, waits: self.metrics.batch("stream", n, waits))
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.cfg, chat=self, page=True)
+        return create_app(self.cfg, chat=self, page=True, metrics=self.metrics)
 
-    def check_health(self):
+    def health(self) -> str | None:
+        """Why this replica cannot serve, or None: a decode that has made no progress for longer than
+        a request may take (a wedged decode loop)."""
+        return stall_reason(self.cfg, decoder=self.decoder, batcher=self.batcher,
+                            stream_batcher=self.stream_batcher.batcher)
+
+    def check_health(self):  # Serve replaces a replica whose check raises
         if self.engine is None:
             raise RuntimeError("chat engine not loaded")
+        reason = self.health()
+        if reason:
+            raise RuntimeError(reason)
 
     def prepare(self, req):
         return self.engine.prepare(req, self.cfg)
@@ -96,17 +125,12 @@ class ChatBot:
     async def complete(self, prepared):
         if self.section.batching:
             return await self.batcher(prepared)
-        async with self._lock:
-            return (await asyncio.to_thread(self.engine.run_batch, [prepared]))[0]
+        return (await self.decoder.run(self.engine.run_batch, [prepared]))[0]
 
-    async def stream(self, prepared):
+    def stream(self, prepared):
         if self.section.batching and self.engine.streams_together(prepared):
-            async for delta in self.stream_batcher.stream(prepared):
-                yield delta
-            return
-        async with self._lock:
-            async for delta in iterate_in_thread(lambda: self.engine.stream(prepared)):
-                yield delta
+            return self.stream_batcher.stream(prepared)
+        return self.decoder.iterate(lambda: self.engine.stream(prepared))
 
 
 @serve.deployment(name="Attributor", health_check_period_s=10, health_check_timeout_s=30)
@@ -117,18 +141,27 @@ class Attributor:
     def __init__(self, cfg: dict, classifier_dir: str | None = None, chat_dir: str | None = None):
         self.cfg = from_dict(ServeConfig, cfg)
         self.section = self.cfg.attribution
+        self.replica_id = uuid.uuid4().hex[:12]
         self.explainer = Explainer(classifier_dir=classifier_dir, chat_dir=chat_dir, default_steps=self.cfg.ig_steps,
                                    device=replica_device(self.section))
-        self._lock = asyncio.Lock()
+        self.metrics = ServeMetrics("Attributor")
+        self.decoder = SerialDecoder("attribute", on_wait=lambda s: self.metrics.queue_wait("serial", s))
         self.batcher = AdaptiveBatcher(self.explainer.explain, self.section.max_batch_size,
-                                       self.section.batch_wait_timeout_s)
+                                       self.section.batch_wait_timeout_s,
+                                       on_batch=lambda n, waits: self.metrics.batch("batch", n, waits))
 
     def __serve_build_asgi_app__(self):
-        return full_paths(create_app(self.cfg, attribution=self, page=False))
+        return full_paths(create_app(self.cfg, attribution=self, page=False, metrics=self.metrics))
+
+    def health(self) -> str | None:
+        return stall_reason(self.cfg, decoder=self.decoder, batcher=self.batcher)
 
     def check_health(self):
         if self.explainer is None:
             raise RuntimeError("explainer not loaded")
+        reason = self.health()
+        if reason:
+            raise RuntimeError(reason)
 
     def prepare(self, req):
         return self.explainer.prepare(req)
@@ -136,19 +169,27 @@ class Attributor:
     async def attribute(self, prepared) -> dict:
         if self.section.batching:
             return await self.batcher(prepared)
-        async with self._lock:
-            return (await asyncio.to_thread(self.explainer.explain, [prepared]))[0]
+        return (await self.decoder.run(self.explainer.explain, [prepared]))[0]
 
 
 # ---------------------------------------------------------------------------------------------
 # Building the applications from the run config
 # ---------------------------------------------------------------------------------------------
 
+RAY_MAX_ONGOING = 1000  # Ray caps an actor's concurrency at 1000
+
+
 def deployment_options(section: DeploymentSection) -> dict:
+    """Admission is the app's (serve.api: beyond `max_ongoing_requests + max_queued_requests` in a
+    replica, a JSON 503 with Retry-After). Ray lets far more requests reach a replica, so that the
+    app, not the proxy, answers an overload; the proxy's own queue (plain-text 503) is a backstop
+    for floods beyond that."""
+    admitted = section.max_ongoing_requests + section.max_queued_requests
     opts = {
         "ray_actor_options": {"num_cpus": section.num_cpus, "num_gpus": section.num_gpus},
-        "max_ongoing_requests": section.max_ongoing_requests,
-        "max_queued_requests": section.max_queued_requests,
+        "max_ongoing_requests": min(RAY_MAX_ONGOING, max(4 * admitted, admitted + 256)),
+        "max_queued_requests": RAY_MAX_ONGOING,
+        "backpressure_config": {"status_code": 503, "retry_after_s": 1},
     }
     a = section.autoscaling
     if a.min_replicas == a.max_replicas:

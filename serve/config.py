@@ -36,7 +36,9 @@ class DeploymentSection:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     max_ongoing_requests: int = 32  # per replica; >= max_batch_size so that batches can fill
-    max_queued_requests: int = 64  # per caller; beyond it: 503 at once, instead of an unbounded queue
+    # a replica holds at most max_ongoing_requests + max_queued_requests requests; beyond: a JSON 503
+    # with Retry-After at once (serve/api.py), instead of an unbounded queue
+    max_queued_requests: int = 64
     max_batch_size: int = 16
     batch_wait_timeout_s: float = 0.01
     batching: bool = True  # off: one request at a time per replica (the benchmark's baseline)

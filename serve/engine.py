@@ -13,10 +13,8 @@ share their forward/backward passes (`models.attribution.integrated_gradients_ma
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 
 from liaotian.serve.api import AttributionRequest, ChatCompletionRequest, RequestError, RerankOptions
 from liaotian.serve.config import ServeConfig
+from liaotian.serve.request_batching import SerialDecoder
 
 
 def read_model_type(model_dir) -> str:
@@ -55,11 +54,15 @@ class PreparedChat:
     prompt_tokens: int
 
 
+TokenLogprob = tuple  # (token text, log p, [(alternative text, log p), ...]): the model's, before any rule
+
+
 @dataclass
 class Choice:
     text: str
     finish_reason: str  # "stop" | "length"
     completion_tokens: int
+    logprobs: list[TokenLogprob] | None = None  # when the request asked for them
 
 
 @dataclass
@@ -75,6 +78,7 @@ class StreamDelta:
     finish_reason: str | None
     tokens: int  # completion tokens this delta accounts for
     prompt_tokens: int
+    logprobs: list[TokenLogprob] | None = None  # of the tokens whose text this delta sends
 
 
 def _stop_cut(text: str, stops: list[str]) -> int | None:
@@ -125,6 +129,27 @@ class _ReplyText:
         return len(self.ids) - self.counted
 
 
+class _PendingLogprobs:
+    """The log-probs of a streamed reply's tokens (`record[row]`, filled by the decoder), handed out
+    with the delta that sends their text: text held back for a possible stop string waits, and so do
+    its tokens' log-probs; the tokens of a stop string itself are never sent."""
+
+    def __init__(self, engine: "ChatEngine", record: list, row: int = 0):
+        self.engine, self.record, self.row = engine, record, row
+        self.ids: list[int] = []
+        self.sent = 0
+
+    def take(self, text: str, token: int | None = None) -> list | None:
+        if token is not None:
+            self.ids.append(token)
+        if not self.record or (not text and token is not None):
+            return None
+        ids = self.ids[self.sent:]
+        entries = self.record[self.row][self.sent:self.sent + len(ids)]
+        self.sent += len(ids)
+        return self.engine._logprob_entries(ids, entries)
+
+
 class ChatEngine:
     def __init__(self, model_dir, rerank_dir=None, device: str = "cpu", decode_precision: str = "fp32"):
         self.model, self.tok = _load(model_dir, device)
@@ -143,6 +168,13 @@ class ChatEngine:
 
     def decode(self, ids) -> str:
         return self.tok.decode(list(ids), skip_special=True)
+
+    def _logprob_entries(self, ids, token_logprobs) -> list[TokenLogprob] | None:
+        """`Generation.token_logprobs` with token texts, for the API."""
+        if token_logprobs is None:
+            return None
+        text = lambda i: self.tok.decode([i], skip_special=False)  # noqa: E731
+        return [(text(t), lp, [(text(a), alp) for a, alp in alts]) for t, (lp, alts) in zip(ids, token_logprobs)]
 
     # -- requests ---------------------------------------------------------------------------------
     def prepare(self, req: ChatCompletionRequest, cfg: ServeConfig) -> PreparedChat:
@@ -166,7 +198,9 @@ class ChatEngine:
         decoding = DecodingConfig(
             strategy="greedy" if req.temperature == 0 else "sample", temperature=req.temperature or 1.0,
             top_k=req.top_k, top_p=req.top_p, consistent=True, max_new_tokens=max_new,
+            presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
             stop_strings=tuple(req.stop_list()), n=rerank.candidates if rerank else req.n, seed=req.seed,
+            top_logprobs=(req.top_logprobs or 0) if req.logprobs else None,
             **reply_token_rules(self.tok, self.model))
         if decoding.strategy == "greedy" and decoding.n > 1 and decoding.seed is None:
             pass  # greedy candidates are identical; OpenAI does the same with temperature 0
@@ -180,7 +214,8 @@ class ChatEngine:
         for g in gens[:item.n]:
             text = self.decode(g.token_ids)
             cut = _stop_cut(text, item.stop)
-            choices.append(Choice(text if cut is None else text[:cut], g.finish_reason, len(g.token_ids)))
+            choices.append(Choice(text if cut is None else text[:cut], g.finish_reason, len(g.token_ids),
+                                  self._logprob_entries(g.token_ids, g.token_logprobs)))
         return ChatResult(choices, item.prompt_tokens)
 
     def _rerank(self, item: PreparedChat, gens):
@@ -214,23 +249,25 @@ class ChatEngine:
 
         if item.rerank is not None:  # reranking needs every candidate first: one delta per choice
             for j, c in enumerate(self.run_batch([item])[0].choices):
-                yield StreamDelta(j, c.text, c.finish_reason, c.completion_tokens, item.prompt_tokens)
+                yield StreamDelta(j, c.text, c.finish_reason, c.completion_tokens, item.prompt_tokens, c.logprobs)
             return
         for j in range(item.n):
             seed = None if item.decoding.seed is None else item.decoding.seed + j
             cfg = dataclasses.replace(item.decoding, n=1, seed=seed)
-            reply, reason = _ReplyText(self.decode, item.stop), None
+            reply, reason, record = _ReplyText(self.decode, item.stop), None, []
+            logprobs = _PendingLogprobs(self, record)
             for token in stream(self.model, item.prompt, cfg, self.eos_id,
-                                decode_fn=self.decode if item.stop else None):
+                                decode_fn=self.decode if item.stop else None, logprobs_out=record):
                 delta, stopped = reply.push(token)
                 if stopped:
                     reason = "stop"
-                    yield StreamDelta(j, delta, reason, reply.uncounted, item.prompt_tokens)
+                    yield StreamDelta(j, delta, reason, reply.uncounted, item.prompt_tokens, logprobs.take(delta))
                     break
-                yield StreamDelta(j, delta, None, 1, item.prompt_tokens)
+                yield StreamDelta(j, delta, None, 1, item.prompt_tokens, logprobs.take(delta, token))
             if reason is None:  # eos, or max_tokens reached
                 reason = "stop" if len(reply.ids) < cfg.max_new_tokens else "length"
-                yield StreamDelta(j, reply.rest(), reason, reply.uncounted, item.prompt_tokens)
+                rest = reply.rest()
+                yield StreamDelta(j, rest, reason, reply.uncounted, item.prompt_tokens, logprobs.take(rest))
 
     @staticmethod
     def streams_together(item: PreparedChat) -> bool:
@@ -251,27 +288,31 @@ class ChatEngine:
         for members in groups.values():
             cfg = items[members[0]].decoding
             replies = {i: _ReplyText(self.decode, items[i].stop) for i in members}
+            record: list = []
+            pending = {i: _PendingLogprobs(self, record, row) for row, i in enumerate(members)}
             open_ = set(members)
             for step in stream_batch(self.model, [items[i].prompt for i in members], cfg, self.eos_id,
-                                     decode_fn=self.decode if cfg.stop_strings else None):
+                                     decode_fn=self.decode if cfg.stop_strings else None, logprobs_out=record):
                 for i, token in zip(members, step):
                     if i not in open_:
                         continue
                     reply, prompt_tokens = replies[i], items[i].prompt_tokens
                     if token is None:  # ended on eos at this step
                         open_.discard(i)
-                        yield i, StreamDelta(0, reply.rest(), "stop", reply.uncounted, prompt_tokens)
+                        rest = reply.rest()
+                        yield i, StreamDelta(0, rest, "stop", reply.uncounted, prompt_tokens, pending[i].take(rest))
                         continue
                     delta, stopped = reply.push(token)
                     if stopped:
                         open_.discard(i)
-                        yield i, StreamDelta(0, delta, "stop", reply.uncounted, prompt_tokens)
+                        yield i, StreamDelta(0, delta, "stop", reply.uncounted, prompt_tokens, pending[i].take(delta))
                     else:
-                        yield i, StreamDelta(0, delta, None, 1, prompt_tokens)
+                        yield i, StreamDelta(0, delta, None, 1, prompt_tokens, pending[i].take(delta, token))
             for i in sorted(open_):  # max_tokens reached
                 reply = replies[i]
                 reason = "stop" if len(reply.ids) < cfg.max_new_tokens else "length"
-                yield i, StreamDelta(0, reply.rest(), reason, reply.uncounted, items[i].prompt_tokens)
+                rest = reply.rest()
+                yield i, StreamDelta(0, rest, reason, reply.uncounted, items[i].prompt_tokens, pending[i].take(rest))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,40 +459,8 @@ class Explainer:
 
 
 # ---------------------------------------------------------------------------------------------
-# Async helpers shared by the in-process backend and the Serve deployments
+# The in-process backend (tests without Ray)
 # ---------------------------------------------------------------------------------------------
-
-async def iterate_in_thread(make_iter):
-    """Run a blocking iterator in a worker thread; yield its items here. Closing this generator
-    (client gone, timeout) stops the worker at its next item."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    stop, done = threading.Event(), object()
-
-    def work():
-        try:
-            for item in make_iter():
-                if stop.is_set():
-                    break
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-        except BaseException as e:  # noqa: BLE001 - re-raised on the event loop's side
-            loop.call_soon_threadsafe(queue.put_nowait, e)
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, done)
-
-    worker = loop.run_in_executor(None, work)
-    try:
-        while True:
-            item = await queue.get()
-            if item is done:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        del worker
-
 
 class LocalBackend:
     """Both engines in this process, one request at a time: the plain FastAPI app (tests, no Ray)."""
@@ -459,7 +468,7 @@ class LocalBackend:
     def __init__(self, cfg: ServeConfig, chat: ChatEngine | None = None, explainer: Explainer | None = None):
         self.cfg, self.engine, self.explainer = cfg, chat, explainer
         self.model_id = cfg.model_name
-        self._lock = asyncio.Lock()
+        self.decoder = SerialDecoder("local")  # one job at a time; nothing held across a stream's yields
 
     def prepare(self, req):
         if isinstance(req, ChatCompletionRequest):
@@ -467,14 +476,10 @@ class LocalBackend:
         return self.explainer.prepare(req)
 
     async def complete(self, prepared: PreparedChat) -> ChatResult:
-        async with self._lock:
-            return (await asyncio.to_thread(self.engine.run_batch, [prepared]))[0]
+        return (await self.decoder.run(self.engine.run_batch, [prepared]))[0]
 
-    async def stream(self, prepared: PreparedChat):
-        async with self._lock:
-            async for delta in iterate_in_thread(lambda: self.engine.stream(prepared)):
-                yield delta
+    def stream(self, prepared: PreparedChat):
+        return self.decoder.iterate(lambda: self.engine.stream(prepared))
 
     async def attribute(self, prepared: PreparedAttribution) -> dict:
-        async with self._lock:
-            return (await asyncio.to_thread(self.explainer.explain, [prepared]))[0]
+        return (await self.decoder.run(self.explainer.explain, [prepared]))[0]

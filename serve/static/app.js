@@ -50,6 +50,32 @@ async function readSSE(resp, onEvent) {
   }
 }
 
+// The model window: count the message's tokens (server-side tokenizer) as the user types, show what
+// the window leaves for it with max_tokens reserved for the reply, and cap the input to that.
+let windowInfo = null;   // {tokens, context_window, max_tokens, max_input_tokens}
+let countTimer = null;
+async function countTokens() {
+  const text = $("msg").value;
+  try {
+    const resp = await fetch("/v1/tokenize", { method: "POST", headers: headers(),
+      body: JSON.stringify({ text, max_tokens: Number($("max_tokens").value) || undefined }) });
+    if (!resp.ok) { $("window").textContent = await errorText(resp); return; }
+    windowInfo = await resp.json();
+  } catch (e) { return; }
+  const w = windowInfo;
+  $("msg").maxLength = Math.max(1, w.max_input_tokens);  // at least one character per token here
+  const over = w.tokens > w.max_input_tokens;
+  $("window").textContent = `${w.tokens} / ${w.max_input_tokens} tokens for the message (window ${w.context_window} ` +
+    `tokens, ${w.max_tokens} kept for the reply)` + (over ? " — too long: shorten it or lower max_tokens" : "");
+  $("window").classList.toggle("over", over);
+  $("send").disabled = over;
+}
+function scheduleCount() { clearTimeout(countTimer); countTimer = setTimeout(countTokens, 120); }
+$("msg").addEventListener("input", scheduleCount);
+$("max_tokens").addEventListener("change", scheduleCount);
+keyInput.addEventListener("change", scheduleCount);
+countTokens();
+
 $("chat-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const text = $("msg").value.trim();
@@ -93,6 +119,7 @@ $("chat-form").addEventListener("submit", async (ev) => {
   } finally {
     $("send").disabled = false;
     $("msg").focus();
+    countTokens();
   }
 });
 

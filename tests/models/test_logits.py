@@ -132,3 +132,23 @@ def test_fold_end_tokens():
     total = L.fold_end_tokens(scores, 1, (1, 2), best_only=False)
     assert int(total.argmax()) == 1 and torch.isclose(total[0, 1].exp(), torch.tensor(0.5))
     assert torch.equal(L.fold_end_tokens(scores, 1, (1,), best_only=False), scores)
+
+
+def test_temperature_is_safe_for_tiny_t():
+    s = torch.tensor([[3.0, -1.0, 3.0, float("-inf")], [0.5, 2.0, -7.0, 1.0]])
+    for t in (1e-8, 1e-38, 1e-300, 5e-324):
+        out = L.temperature(s, t)
+        probs = torch.softmax(out, dim=-1)
+        assert torch.isfinite(probs).all(), (t, out)
+        assert torch.equal(probs.argmax(dim=-1), s.argmax(dim=-1))
+        assert probs[0, 1] == 0 and probs[0, 0] == probs[0, 2] == 0.5  # ties share the mass
+
+
+def test_presence_frequency_penalty_as_openai_defines_it():
+    scores = torch.zeros(2, 5)
+    generated = torch.tensor([[1, 1, 3], [4, 4, 4]])
+    out = L.presence_frequency_penalty(scores, generated, presence=0.5, frequency=0.25)
+    assert torch.allclose(out[0], torch.tensor([0.0, -1.0, 0.0, -0.75, 0.0]))
+    assert torch.allclose(out[1], torch.tensor([0.0, 0.0, 0.0, 0.0, -1.25]))
+    assert L.presence_frequency_penalty(scores, generated, 0.0, 0.0) is scores
+    assert torch.allclose(L.presence_frequency_penalty(scores, generated, -1.0, 0.0)[0, 1], torch.tensor(1.0))

@@ -251,3 +251,170 @@ def test_attribution_validation(client, body):
     r = post(client, body, path="/v1/attributions")
     assert r.status_code == 422, r.text
     assert r.json()["error"]["message"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs that once answered 5xx, strict types, the OpenAI surface, overload
+# ---------------------------------------------------------------------------------------------
+
+def test_lone_surrogates_and_deep_json_are_400(client, engines):
+    for path, body in (("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\ud800\xe5\xa5\xbd"}]}'),
+                       ("/v1/attributions", b'{"text": "\\udfff"}'),
+                       ("/v1/chat/completions", b'{"messages": [], "\\ud83d": 1}')):
+        r = client.post(path, content=body)
+        assert r.status_code == 400 and "surrogate" in r.json()["error"]["message"], r.text
+    deep = b'{"messages": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    r = make_client(engines, max_body_bytes=65536).post("/v1/chat/completions", content=deep)
+    assert r.status_code == 400 and "nested" in r.json()["error"]["message"]
+    r = client.post("/v1/chat/completions", content=b'{"messages": ' + b"[" * 40 + b"]" * 40 + b"}")
+    assert r.status_code == 400 and "nested" in r.json()["error"]["message"]
+
+
+def test_tiny_temperature_is_numerically_safe(client):
+    for t in (1e-300, 5e-324, 1e-8):
+        r = post(client, {"messages": USER, "max_tokens": 4, "temperature": t, "seed": 1})
+        assert r.status_code == 200, r.text
+        greedy = post(client, {"messages": USER, "max_tokens": 4, "temperature": 0}).json()
+        assert r.json()["choices"][0]["message"]["content"] == greedy["choices"][0]["message"]["content"]
+        s = post(client, {"messages": USER, "max_tokens": 4, "temperature": t, "stream": True})
+        events = sse_events(s.text)
+        assert any(c["finish_reason"] for e in events for c in e["choices"])
+
+
+@pytest.mark.parametrize("method", [None, "gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right",
+                                    "riemann_middle", "adaptive_trapezoid", "clenshaw_curtis"])
+@pytest.mark.parametrize("steps", [None, "auto", 3])
+def test_attribution_method_and_steps(engines, method, steps):
+    from liaotian.serve.api import IG_NESTED_RULES
+
+    body = {k: v for k, v in {"text": "开心", "method": method, "steps": steps}.items() if v is not None}
+    ok = not ((steps == "auto" and method is not None and method not in IG_NESTED_RULES)
+              or (method == "adaptive_trapezoid" and steps == 3))
+    explainer, served_default = engines[1], engines[1].default_steps
+    try:
+        for default in ("auto", 8):
+            explainer.default_steps = default
+            r = post(make_client(engines, ig_steps=default), body, path="/v1/attributions")
+            assert r.status_code == (200 if ok else 422), (default, r.text)
+            if ok and method is not None:
+                assert r.json()["method"] == method
+    finally:
+        explainer.default_steps = served_default
+
+
+def test_strict_types(client):
+    for field, value in (("max_tokens", "10"), ("max_tokens", True), ("n", 1.0), ("seed", "1"),
+                         ("temperature", "0.5"), ("stream", 1), ("logprobs", "true")):
+        r = post(client, {"messages": USER, field: value})
+        assert r.status_code == 422 and r.json()["error"]["param"].startswith(field), (field, value, r.text)
+    assert post(client, {"messages": USER, "temperature": 1, "max_tokens": 2}).status_code == 200  # 1 is a number
+
+
+def test_static_path_checks(client):
+    for name in ("app.js%00.png", "%00", "..%2f..%2fetc%2fpasswd", "nothere.js", "%2e%2e"):
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", (name, r.text)
+
+
+def test_405_names_the_allowed_methods(client):
+    r = client.get("/v1/chat/completions")
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["code"] == "bad_method"
+    r = client.delete("/v1/models")
+    assert r.status_code == 405 and "GET" in r.headers["allow"]
+
+
+def test_openai_surface(client):
+    r = post(client, {"messages": USER, "max_tokens": 4, "user": "someone", "response_format": {"type": "text"},
+                      "presence_penalty": 1.5, "frequency_penalty": -0.5, "seed": 2})
+    assert r.status_code == 200, r.text
+    r = post(client, {"messages": USER, "response_format": {"type": "json_object"}})
+    assert r.status_code == 422 and "only {'type': 'text'}" in r.json()["error"]["message"]
+    assert post(client, {"messages": USER, "presence_penalty": 2.5}).status_code == 422
+    assert post(client, {"messages": USER, "top_logprobs": 2}).status_code == 422  # needs logprobs
+    assert client.get("/v1/models/liaotian").json()["id"] == "liaotian"
+    assert client.get("/v1/models/liaotian").json()["context_window"] == 128
+    assert client.get("/v1/models/gpt-4").status_code == 404
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("/ChatCompletionRequest")
+    assert {"presence_penalty", "logprobs", "user"} <= set(schema["components"]["schemas"]["ChatCompletionRequest"]["properties"])
+
+
+def test_penalties_change_the_reply(client):
+    base = {"messages": USER, "max_tokens": 12, "temperature": 0}
+    plain = post(client, base).json()["choices"][0]["message"]["content"]
+    pushed = post(client, dict(base, frequency_penalty=2.0, presence_penalty=2.0)).json()["choices"][0]["message"]["content"]
+    assert len(set(pushed)) >= len(set(plain))  # penalised repeats: at least as many distinct characters
+
+
+def test_overload_is_a_json_503_with_retry_after(engines):
+    import asyncio
+
+    import httpx
+
+    from liaotian.serve.config import DeploymentSection
+
+    config = ServeConfig(max_new_tokens=16, chat=DeploymentSection(max_ongoing_requests=1, max_queued_requests=1))
+    backend = LocalBackend(config, *engines)
+    app = create_app(config, chat=backend)
+
+    async def burst():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            body = {"messages": USER, "max_tokens": 16, "top_p": 1.0}
+            return await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(8)))
+
+    answers = asyncio.run(burst())
+    codes = sorted(r.status_code for r in answers)
+    assert codes.count(200) >= 2 and codes.count(503) >= 1 and set(codes) <= {200, 503}, codes
+    busy = next(r for r in answers if r.status_code == 503)
+    assert busy.headers["retry-after"] == "1" and busy.json()["error"]["type"] == "overloaded_error"
+
+
+def test_logprobs_in_openai_shape_streamed_too(client):
+    body = {"messages": USER, "max_tokens": 6, "seed": 5, "top_p": 1.0, "logprobs": True, "top_logprobs": 3}
+    r = post(client, body)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    content = choice["logprobs"]["content"]
+    assert "".join(t["token"] for t in content) == choice["message"]["content"]
+    assert len(content) == r.json()["usage"]["completion_tokens"]
+    for t in content:
+        assert t["logprob"] <= 0 and t["bytes"] == list(t["token"].encode())
+        alts = [a["logprob"] for a in t["top_logprobs"]]
+        assert len(alts) == 3 and alts == sorted(alts, reverse=True) and t["logprob"] <= alts[0] + 1e-9
+    events = sse_events(post(client, dict(body, stream=True)).text)
+    streamed = [t for e in events for c in e["choices"] if c.get("logprobs") for t in c["logprobs"]["content"]]
+    assert [t["token"] for t in streamed] == [t["token"] for t in content]
+    assert [t["logprob"] for t in streamed] == pytest.approx([t["logprob"] for t in content], abs=1e-5)
+    plain = post(client, {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}).json()
+    assert plain["choices"][0]["logprobs"] is None
+    assert plain["choices"][0]["message"]["content"] == choice["message"]["content"]  # logprobs change nothing
+
+
+def test_tokenize_states_the_window(client):
+    r = post(client, {"text": "你好，今天天气很不错"}, path="/v1/tokenize")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"tokens": 10, "context_window": 128, "max_tokens": 16, "max_input_tokens": 128 - 2 - 16}
+    assert post(client, {"text": "", "max_tokens": 4}, path="/v1/tokenize").json()["max_input_tokens"] == 122
+    assert post(client, {"text": 5}, path="/v1/tokenize").status_code == 422
+    page = client.get("/").text
+    assert 'id="window"' in page and "/v1/tokenize" in client.get("/static/app.js").text
+
+
+def test_healthz_reports_a_replica_that_cannot_serve(engines):
+    import time as clock
+
+    from liaotian.serve.app import stall_reason
+    from liaotian.serve.request_batching import SerialDecoder
+
+    config = ServeConfig(request_timeout_s=1.0)
+    backend = LocalBackend(config, *engines)
+    client = TestClient(create_app(config, chat=backend))
+    assert client.get("/healthz").json() == {"status": "ok"}
+    decoder = SerialDecoder("t")
+    backend.health = lambda: stall_reason(config, decoder=decoder)
+    assert client.get("/healthz").status_code == 200  # idle
+    decoder.busy_since = decoder.last_progress = clock.monotonic() - 10  # a decode stuck for 10 s
+    r = client.get("/healthz")
+    assert r.status_code == 503 and "no progress" in r.json()["error"]["message"] and r.headers["retry-after"]

@@ -184,6 +184,16 @@ def test_stream_many_equals_each_stream(engine):
         assert [(d.text, d.finish_reason, d.tokens) for d in mine] == [(d.text, d.finish_reason, d.tokens) for d in alone]
         assert mine[-1].finish_reason is not None and all(d.finish_reason is None for d in mine[:-1])
 
+    with_lp = [engine.prepare(request("你是谁", seed=7, max_tokens=12, top_p=1.0, stop=["的", "我"], logprobs=True,
+                                      top_logprobs=2), CFG), engine.prepare(request("你好", seed=3, max_tokens=8,
+                                                                                   logprobs=True), CFG)]
+    events = list(engine.stream_many(with_lp))
+    for i, item in enumerate(with_lp):
+        together = [t for k, d in events if k == i for t in d.logprobs or []]
+        alone = [t for d in engine.stream(item) for t in d.logprobs or []]
+        assert [t[0] for t in together] == [t[0] for t in alone] and together
+        assert [t[1] for t in together] == pytest.approx([t[1] for t in alone], abs=1e-4)
+
 
 def test_decode_precision_reaches_the_model_and_is_validated(tiny_models):
     from liaotian.config import ConfigError

@@ -127,3 +127,66 @@ def test_stream_batcher_routes_each_callers_events_and_errors():
     assert out[0] == [("a", 0, False), ("a", 1, True)]
     assert out[3] == [("d", 0, False), ("d", 1, False), ("d", 2, True)]
     assert sorted(x for batch in batches[:-1] for x in batch) == list("abcd") and len(batches) < 5
+
+
+def test_serial_decoder_frees_the_thread_when_a_consumer_leaves():
+    from liaotian.serve.request_batching import SerialDecoder
+
+    started: list[str] = []
+
+    def slow_tokens(name):
+        started.append(name)
+        for i in range(1000):
+            time.sleep(0.002)
+            yield i
+
+    async def main():
+        decoder = SerialDecoder("t")
+        first = decoder.iterate(lambda: slow_tokens("first"))
+        assert await first.__anext__() == 0
+        queued = asyncio.ensure_future(decoder.run(lambda: started.append("never") or 1))
+        await asyncio.sleep(0.01)
+        queued.cancel()  # a request that leaves while it waits never runs
+        await first.aclose()  # the client left mid-stream: the thread stops at its next item
+        t0 = time.monotonic()
+        items = [x async for x in decoder.iterate(lambda: iter(range(3)))]
+        assert items == [0, 1, 2] and time.monotonic() - t0 < 1.0
+        assert await decoder.run(lambda: 7) == 7
+        assert decoder.stalled_for() == 0.0 and decoder.queued == 0
+
+    asyncio.run(main())
+    assert started == ["first"]
+
+
+def test_streaming_response_closes_its_generator_on_disconnect():
+    from liaotian.serve.api import ClosingStreamingResponse
+
+    async def main():
+        state = {"closed": False}
+
+        async def body():
+            try:
+                for i in range(100):
+                    yield f"data: {i}\n\n"
+                    await asyncio.sleep(0)
+            finally:
+                state["closed"] = True
+
+        sent = []
+        gate = asyncio.Event()
+
+        async def send(message):
+            sent.append(message)
+            if len(sent) >= 3:
+                gate.set()
+                await asyncio.sleep(10)  # the client stops reading: send blocks
+
+        async def receive():
+            await gate.wait()
+            return {"type": "http.disconnect"}
+
+        scope = {"type": "http", "asgi": {"spec_version": "2.0"}}
+        await asyncio.wait_for(ClosingStreamingResponse(body())(scope, receive, send), 5)
+        return state["closed"]
+
+    assert asyncio.run(main())
