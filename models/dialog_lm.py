@@ -3,6 +3,8 @@
 Training: right padding, loss only where `loss_mask` is 1 (logits computed only there).
 Decoding: `state = model.init_state(B)`; `scores, state = model.step(ids, segs, state, token_mask)`.
 Optional self-terminating output layer (Welleck et al., EMNLP 2020, arXiv 2002.02492).
+Plain PyTorch: the speed paths (a fast one-token decoding step, int8/bf16 decoding weights, a chunked
+loss) live in the opt-in layer beside it, models/fast_decode.py and models/fast_train.py.
 """
 from __future__ import annotations
 
