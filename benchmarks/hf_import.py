@@ -70,6 +70,7 @@ def main() -> None:
     transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bars in the stored output
 
     from liaotian.models.checkpoint import load_pretrained
+    from liaotian.models.fast_decode import FastDecoder
     from liaotian.models.generate import DecodingConfig, Prompt, generate
     from liaotian.hf import import_hf
     from liaotian.pipelines.dialogue import build_context, reply_token_rules
@@ -90,8 +91,9 @@ def main() -> None:
             ids, seg, reply_segment = build_context(HISTORY, tok, model.config.max_len, reserve=N, input_format="cdial_gpt")
             rules = reply_token_rules(tok, model)
             cfg = DecodingConfig(strategy="greedy", max_new_tokens=N, min_new_tokens=N, **rules)
-            ours_s, ours = cpu_seconds(lambda: generate(model, [Prompt(ids, seg, reply_segment)], cfg, tok.sep_id)[0][0])
-            plain_steps = model.plain_token_steps
+            decoder = FastDecoder(model, "fp32")  # the served path (models/fast_decode.py), at HF's precision
+            ours_s, ours = cpu_seconds(lambda: generate(decoder, [Prompt(ids, seg, reply_segment)], cfg, tok.sep_id)[0][0])
+            plain_steps = sum(decoder.fallbacks.values())
 
             types = torch.tensor([[model.config.segment_tokens[s] for s in seg]])
             x = torch.tensor([ids])

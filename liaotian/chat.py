@@ -126,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
 
     from liaotian.pipelines.dialogue import reply_token_rules
 
-    model.set_decode_precision(cfg.serve.decode_precision)  # as served: auto = bf16 where native
+    from liaotian.models.fast_decode import FastDecoder
+
+    model = FastDecoder(model, cfg.serve.decode_precision)  # decodes as served (models/fast_decode.py)
     tok = load_tokenizer(args.model_dir)
     decoding = dataclasses.replace(decoding, **reply_token_rules(tok, model))
     session = ChatSession(model, tok, decoding, mlm, mlm_tok, args.alpha)

@@ -72,6 +72,7 @@ class SoftmaxAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
         self.dropout = dropout
+        self.attend = F.scaled_dot_product_attention  # models/fast_train.py may swap in an equal, faster one
 
     def _heads(self, t):  # (B, T, D) -> (B, H, T, Dh)
         B, T, D = t.shape
@@ -90,35 +91,12 @@ class SoftmaxAttention(nn.Module):
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, S, Dh), S = cached + T
         dropout_p = self.dropout if self.training else 0.0
-        if q.dtype == torch.bfloat16 and q.device.type == "cpu" and attn_mask is None and T > 1 and k.shape[2] == T:
-            y = _bf16_attention(q, k, v, is_causal, dropout_p)
-        else:
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None, dropout_p=dropout_p,
-            )  # (B, H, T, Dh)
+        y = self.attend(q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None,
+                        dropout_p=dropout_p)  # (B, H, T, Dh)
         if row_mask is not None:
             y = y.masked_fill(~row_mask, 0.0)
         y = y.transpose(1, 2).reshape(B, T, D)
         return self.proj(y), cache
-
-
-def _bf16_attention(q, k, v, is_causal: bool, dropout_p: float):
-    """softmax(QKᵀ/√d + M)V for bf16 on CPU as two batched products around a bf16 softmax.
-
-    torch's CPU flash-attention kernel runs bf16 no faster than fp32: forward + backward of
-    8 × 6 heads × 256 × 64 took 32 ms here, this plain form 12.5 ms (its (B,H,T,T) scores are
-    small at these lengths). The scale goes on Q (T·Dh values, not T·T); the causal mask is an
-    additive −inf upper triangle. Equals SDPA up to bf16 rounding of the probabilities.
-    """
-    with torch.autocast(q.device.type, enabled=False):  # q, k, v are bf16 already; keep the softmax bf16
-        T = q.shape[2]
-        scores = torch.matmul(q * (q.shape[-1] ** -0.5), k.transpose(-1, -2))  # (B, H, T, T)
-        if is_causal:
-            scores = scores + torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)
-        p = torch.softmax(scores, dim=-1)
-        if dropout_p:
-            p = F.dropout(p, dropout_p)
-        return torch.matmul(p, v)
 
 
 def causal_mask(key_mask: torch.Tensor | None, T: int, S: int, device) -> torch.Tensor:

@@ -3,10 +3,11 @@
 Training: right padding, loss only where `loss_mask` is 1 (logits computed only there).
 Decoding: `state = model.init_state(B)`; `scores, state = model.step(ids, segs, state, token_mask)`.
 Optional self-terminating output layer (Welleck et al., EMNLP 2020, arXiv 2002.02492).
+Plain PyTorch: the speed paths (a fast one-token decoding step, int8/bf16 decoding weights, a chunked
+loss) live in the opt-in layer beside it, models/fast_decode.py and models/fast_train.py.
 """
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -16,11 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from liaotian.models.attention import KVCache, SoftmaxAttention, causal_mask
-from liaotian.models.kernels import linear, onednn_linear_enabled, use_onednn_linears
-from liaotian.models.layers import Block, Embeddings, ModelOutput, PretrainedMixin, init_weights, scored_cross_entropy, validate_common
+from liaotian.models.layers import (Block, Embeddings, ModelOutput, PretrainedMixin, init_weights, row_cross_entropy,
+                                    scored_cross_entropy, validate_common)
 from liaotian.models.linear_attention import LinearAttention, LinearState
-from liaotian.models.precision import resolve_precision
-from liaotian.models.token_step import token_step_function
 
 
 @dataclass
@@ -91,7 +90,6 @@ class DecodeState:
         self.st_log_prod = torch.zeros(batch_size, dtype=torch.float64, device=device)
         self.length = 0  # cached slots (padding included)
         self.seen = 0  # host-side count for the max_len check
-        self.weights = None  # the model's decoding weights (precision, packing) as of init_state
 
     def advance(self, T: int, real: torch.Tensor | None = None) -> "DecodeState":
         """Count T slots fed, of which `real` (B,) per row were real tokens (None: all); returns self."""
@@ -112,57 +110,6 @@ class DecodeState:
         return self
 
 
-DECODE_PRECISIONS = ("fp32", "bf16", "auto")
-PACK_ROWS = 32  # oneDNN weight layout hint: a batch of served replies (1 row is as fast as unpacked)
-
-
-class _DecodeWeights:
-    """What the one-token decoding step (models/token_step.py) reads, in the decoding precision.
-
-    fp32: the parameters; bf16: bf16 copies. On CPU both are pre-packed once into oneDNN's blocked
-    layout, so nothing is reordered per call (bf16: a one-row product reads 2 bytes per weight, 0.96 ms
-    per pass over the benchmark model's 15.7M weights here, against 2.4 ms in fp32). Packing the fp32
-    weights too made a decoding step 1.2-1.35x faster at 1 and 32 rows than oneDNN on the plain
-    layout (4 × 256 and 6 × 384 models, 1 thread); the layout is tuned for PACK_ROWS rows and serves
-    any row count. Embedding tables and norms stay fp32. Rebuilt when a parameter changes (optimizer
-    steps and `load_state_dict` bump its version; `.to()` moves its storage).
-    """
-
-    def __init__(self, model: "DialogLM", dtype: torch.dtype | None):
-        self.dtype = dtype
-        self.signature = model._weights_signature()
-        self.onednn = model.token_embedding.weight.device.type == "cpu" and onednn_linear_enabled()
-        prep = self._prepare
-        self.weights = [prep(t) for b in model.blocks for t in (b.attn.qkv.weight, b.attn.qkv.bias, b.attn.proj.weight,
-                                                              b.attn.proj.bias, b.mlp.fc.weight, b.mlp.fc.bias,
-                                                              b.mlp.proj.weight, b.mlp.proj.bias)]
-        self.weights.append(prep(model.token_embedding.weight))  # the tied output layer
-        norms = [n for b in model.blocks for n in (b.ln1, b.ln2)] + [model.ln_f]
-        if len({n.eps for n in norms}) != 1:
-            raise ValueError("the decoding step assumes one LayerNorm eps for the whole model")
-        self.eps = model.ln_f.eps
-        self.norms = [t.detach() for n in norms for t in (n.weight, n.bias)]
-        emb = model.embed
-        self.tables = (emb.token.weight.detach(), emb.position.weight.detach(),
-                       None if emb.segment is None else emb.segment.weight.detach())
-
-    def _prepare(self, w):
-        w = w.detach() if self.dtype is None else w.detach().to(self.dtype)
-        if self.onednn and w.dim() == 2:
-            return torch.ops.mkldnn._reorder_linear_weight(w, PACK_ROWS)
-        return w
-
-
-def _plain_step_reason(c: DialogLMConfig) -> str | None:
-    """Why models/token_step.py cannot run a one-token step of this configuration (None: it can)."""
-    reasons = [why for unsupported, why in ((c.norm_position != "pre", "post-LN blocks"),
-                                             (not c.final_norm, "no final LayerNorm"),
-                                             (c.activation != "gelu_tanh", f"{c.activation} activation"),
-                                             (bool(c.segment_tokens), "segments embedded as tokens"))
-               if unsupported]
-    return ", ".join(reasons) or None
-
-
 class DialogLM(PretrainedMixin, nn.Module):
     def __init__(self, config: DialogLMConfig):
         super().__init__()
@@ -176,22 +123,12 @@ class DialogLM(PretrainedMixin, nn.Module):
         self.blocks = nn.ModuleList(Block(c.d_model, make(), c.dropout, c.norm_position, c.activation, c.layer_norm_eps)
                                     for _ in range(c.n_layer))
         self.ln_f = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.final_norm else nn.Identity()
-        use_onednn_linears(self)  # fp32 products through oneDNN (models/kernels.py)
-        self.decode_precision = "fp32"
-        self._decode_weights = None
-        # The one-token step (models/token_step.py) is written for the pre-LN GPT-2 layout; other
-        # layouts take the plain path, counted in `plain_token_steps` and logged once.
-        self.plain_step_reason = _plain_step_reason(c)
-        self.plain_token_steps = 0
+        # (N,V) logits, (N,) targets -> (N,) NLL; models/fast_train.py swaps in a cache-friendly equal one
+        self.row_nll = row_cross_entropy
         init_weights(self)
         for blk in self.blocks:  # GPT-2: residual projections scaled by 1/√(2L)
             nn.init.normal_(blk.attn.proj.weight, std=0.02 / math.sqrt(2 * c.n_layer))
             nn.init.normal_(blk.mlp.proj.weight, std=0.02 / math.sqrt(2 * c.n_layer))
-
-    def __getstate__(self):  # pickling/deepcopy: the decoding weights are a cache (packed ones do not pickle)
-        state = self.__dict__.copy()
-        state["_decode_weights"] = None
-        return state
 
     @property
     def token_embedding(self) -> nn.Embedding:
@@ -227,7 +164,7 @@ class DialogLM(PretrainedMixin, nn.Module):
             log_prod, _ = self._st_log_prod(h, input_ids, pos, real, None)  # (B, T)
         W = self.token_embedding.weight
         if loss_mask is None:
-            logits = linear(h, W)
+            logits = F.linear(h, W)
             if log_prod is not None:
                 logits = self._st_log_probs(logits, log_prod)
             return ModelOutput(logits=logits, hidden_states=h)
@@ -236,12 +173,12 @@ class DialogLM(PretrainedMixin, nn.Module):
             scored = scored & real[:, 1:]
 
         def project(hs, idx):
-            logits = linear(hs, W)  # (N, V)
+            logits = F.linear(hs, W)  # (N, V)
             if log_prod is None:
                 return logits
             return self._st_log_probs(logits, log_prod[:, :-1].reshape(-1).index_select(0, idx))
 
-        loss, logits, targets, nll = scored_cross_entropy(h[:, :-1], scored, input_ids[:, 1:], project)
+        loss, logits, targets, nll = scored_cross_entropy(h[:, :-1], scored, input_ids[:, 1:], project, self.row_nll)
         return ModelOutput(loss=loss, logits=logits, targets=targets, token_nll=F.pad(nll, (1, 0)), hidden_states=h)
 
     # --- self-terminating layer -------------------------------------------------------------------
@@ -249,7 +186,7 @@ class DialogLM(PretrainedMixin, nn.Module):
         """log ∏_{t'≤t} β_t', β_t = (1−ε)·σ(u_eosᵀh_t), restarting at each reply.
 
         A reply starts at the position that reads [SEP] (or the first real token), i.e. the
-        product covers the steps since the current utterance began (seed_spec §2).
+        product covers the steps since the current utterance began.
         Returns (log_prod (B,T) float64, carry for the next call (B,)).
         """
         u_eos = self.token_embedding.weight[self.config.eos_id]
@@ -277,68 +214,13 @@ class DialogLM(PretrainedMixin, nn.Module):
         return out
 
     # --- decoding ----------------------------------------------------------------------------------
-    def set_decode_precision(self, name: str) -> "DialogLM":
-        """Precision of the weights in one-token decoding steps: "fp32" (default), "bf16", or "auto"
-        (bf16 where the hardware computes it natively: models.precision). Training, the full forward
-        and multi-token steps (the context) stay fp32; the KV cache and the residual stream stay fp32.
-        A decoding state takes the weights as they are at `init_state` (precision included).
-        """
-        if name not in DECODE_PRECISIONS:
-            raise ValueError(f"decode precision must be one of {DECODE_PRECISIONS}, got {name!r}")
-        self.decode_precision = name
-        self._decode_weights = None
-        return self
-
-    def _weights_signature(self):
-        # inference tensors (a model built under torch.inference_mode) keep no version counter
-        return tuple((p.data_ptr(), 0 if p.is_inference() else p._version) for p in self.parameters())
-
-    def _decoding_weights(self) -> _DecodeWeights:
-        dtype = resolve_precision(self.decode_precision, self.token_embedding.weight.device)
-        dtype = None if dtype in (None, torch.float32) else torch.bfloat16
-        cached = self._decode_weights
-        if cached is None or cached.dtype != dtype or cached.signature != self._weights_signature():
-            cached = self._decode_weights = _DecodeWeights(self, dtype)
-        return cached
-
-    def _step_token(self, input_ids, segment_ids, state: DecodeState):
-        """`step` for one new token per row after a context (softmax blocks): the decoding hot path.
-
-        One call of models/token_step.py for the whole model: weights in the decoding precision
-        (`_DecodeWeights`), GELU fused into the first MLP product, no mask unless rows have
-        padding, no dropout, no index tensors.
-        """
-        B = input_ids.shape[0]
-        attn_mask = None
-        if state.key_mask is not None:  # padded rows: the new token is real and sees every real key
-            state.key_mask = torch.cat([state.key_mask, input_ids.new_ones(B, 1, dtype=torch.bool)], 1)
-            attn_mask = state.key_mask[:, None, None, :]  # (B, 1, 1, S) = causal_mask(key_mask, 1, S)
-        W = state.weights if state.weights is not None else self._decoding_weights()
-        caches = state.layers
-        start = [cache.reserve(1) for cache in caches][0]  # the same slot in every layer
-        token_table, position_table, segment_table = W.tables
-        segments = None if segment_ids is None or segment_table is None else segment_ids.reshape(B).long()
-        step = token_step_function(input_ids.device)
-        h, scores = step(input_ids.reshape(B), state.positions, segments, token_table, position_table, segment_table,
-                         W.weights, W.norms, [c.k for c in caches], [c.v for c in caches], start, attn_mask,
-                         self.config.n_head, W.eps, W.onednn)
-        scores = scores.view(B, 1, -1)
-        if self.config.self_terminating:
-            log_prod, state.st_log_prod = self._st_log_prod(h.view(B, 1, -1), input_ids, state.positions[:, None], None,
-                                                            state.st_log_prod)
-            scores = self._st_log_probs(scores, log_prod)
-        return scores, state.advance(1)
-
     def init_state(self, batch_size: int, device=None) -> DecodeState:
         device = device or self.token_embedding.weight.device
         if self.config.attention == "softmax":  # preallocated for max_len: no regrowth while decoding
             make = lambda: KVCache(capacity=self.config.max_len)  # noqa: E731
         else:
             make = LinearState
-        state = DecodeState([make() for _ in self.blocks], batch_size, device)
-        if self.config.attention == "softmax" and self.plain_step_reason is None:  # bound once per decoding run
-            state.weights = self._decoding_weights()
-        return state
+        return DecodeState([make() for _ in self.blocks], batch_size, device)
 
     def step(self, input_ids, segment_ids, state: DecodeState, token_mask=None, last_only: bool = False):
         """Feed T new tokens; return ((B,T,V) float32 next-token scores, state).
@@ -353,13 +235,6 @@ class DialogLM(PretrainedMixin, nn.Module):
         B, T = input_ids.shape
         if state.seen + T > self.config.max_len:  # positions ≤ tokens fed so far
             raise ValueError(f"decoding past max_len={self.config.max_len} ({state.seen} + {T} tokens)")
-        if T == 1 and token_mask is None and state.length > 0 and self.config.attention == "softmax":
-            if self.plain_step_reason is None:
-                return self._step_token(input_ids, segment_ids, state)
-            if not self.plain_token_steps:
-                logging.getLogger(__name__).warning("DialogLM: one-token decoding steps take the plain path (%s)",
-                                                    self.plain_step_reason)
-            self.plain_token_steps += 1
         tm = None if token_mask is None else token_mask.to(input_ids.device).bool()
         if tm is not None and bool(tm.all()):
             tm = None
@@ -384,7 +259,7 @@ class DialogLM(PretrainedMixin, nn.Module):
             elif L > 0:
                 attn_kw = {}  # one new query sees every cached key
         h = self._run(self.embed(input_ids, positions, segment_ids), caches=state.layers, **attn_kw)
-        scores = linear(h[:, -1:] if last_only else h, self.token_embedding.weight).float()  # (B, T|1, V)
+        scores = F.linear(h[:, -1:] if last_only else h, self.token_embedding.weight).float()  # (B, T|1, V)
         if self.config.self_terminating:
             log_prod, state.st_log_prod = self._st_log_prod(h, input_ids, positions, tm, state.st_log_prod)
             scores = self._st_log_probs(scores, log_prod[:, -scores.shape[1]:])

@@ -63,9 +63,11 @@ def build_model(kind: str, model_cfg: dict, vocab: Vocab, init_from: str | Path 
     """A fresh (or `init_from`-initialised) model of `kind` sized by `model_cfg` and the tokenizer."""
     if kind == "dialog":
         from liaotian.models.dialog_lm import DialogLM, DialogLMConfig
+        from liaotian.models.fast_train import accelerate_training  # equal, faster loss and bf16 attention
         if init_from:
-            return _checked(load_pretrained(init_from), DialogLM, vocab)
-        return DialogLM(_preset_config(DialogLMConfig, model_cfg, vocab_size=vocab.vocab_size, pad_id=vocab.pad_id, eos_id=vocab.sep_id))
+            return accelerate_training(_checked(load_pretrained(init_from), DialogLM, vocab))
+        return accelerate_training(DialogLM(_preset_config(DialogLMConfig, model_cfg, vocab_size=vocab.vocab_size,
+                                                           pad_id=vocab.pad_id, eos_id=vocab.sep_id)))
     if kind == "mlm":
         mlm_type = model_cfg.get("type", "fast_mlm")
         if mlm_type == "fast_mlm":

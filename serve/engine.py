@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from liaotian.models.fast_decode import FastDecoder
 from liaotian.serve.api import AttributionRequest, ChatCompletionRequest, RequestError, RerankOptions
 from liaotian.serve.config import ServeConfig
 from liaotian.serve.request_batching import SerialDecoder
@@ -155,7 +156,7 @@ class ChatEngine:
         self.model, self.tok = _load(model_dir, device)
         if read_model_type(model_dir) != "dialog_lm":
             raise ValueError(f"{model_dir}: not a dialogue model (model_type {read_model_type(model_dir)!r})")
-        self.model.set_decode_precision(decode_precision)  # the context and the KV cache stay fp32
+        self.decoder = FastDecoder(self.model, decode_precision)  # what generate runs: models/fast_decode.py
         self.max_len = int(self.model.config.max_len)
         eos = getattr(self.model.config, "eos_id", None)
         self.eos_id = int(self.tok.sep_id if eos is None else eos)
@@ -237,7 +238,7 @@ class ChatEngine:
         results: list[ChatResult | None] = [None] * len(items)
         for members in groups.values():
             decoding = items[members[0]].decoding
-            gens = generate(self.model, [items[i].prompt for i in members], decoding, self.eos_id,
+            gens = generate(self.decoder, [items[i].prompt for i in members], decoding, self.eos_id,
                             decode_fn=self.decode if decoding.stop_strings else None)
             for i, g in zip(members, gens):
                 results[i] = self._finish(items[i], g)
@@ -256,7 +257,7 @@ class ChatEngine:
             cfg = dataclasses.replace(item.decoding, n=1, seed=seed)
             reply, reason, record = _ReplyText(self.decode, item.stop), None, []
             logprobs = _PendingLogprobs(self, record)
-            for token in stream(self.model, item.prompt, cfg, self.eos_id,
+            for token in stream(self.decoder, item.prompt, cfg, self.eos_id,
                                 decode_fn=self.decode if item.stop else None, logprobs_out=record):
                 delta, stopped = reply.push(token)
                 if stopped:
@@ -291,7 +292,7 @@ class ChatEngine:
             record: list = []
             pending = {i: _PendingLogprobs(self, record, row) for row, i in enumerate(members)}
             open_ = set(members)
-            for step in stream_batch(self.model, [items[i].prompt for i in members], cfg, self.eos_id,
+            for step in stream_batch(self.decoder, [items[i].prompt for i in members], cfg, self.eos_id,
                                      decode_fn=self.decode if cfg.stop_strings else None, logprobs_out=record):
                 for i, token in zip(members, step):
                     if i not in open_:

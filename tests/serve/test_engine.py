@@ -200,12 +200,14 @@ def test_decode_precision_reaches_the_model_and_is_validated(tiny_models):
     from liaotian.models.precision import resolve_precision
 
     bf16 = ChatEngine(tiny_models["dialog"], decode_precision="bf16")
-    assert bf16.model.decode_precision == "bf16"
-    assert ChatEngine(tiny_models["dialog"]).model.decode_precision == "fp32"
-    assert ServeConfig().decode_precision == "auto"  # the served default: bf16 where the device runs it natively
+    assert bf16.decoder.precision == "bf16" and bf16.decoder.model is bf16.model
+    assert ChatEngine(tiny_models["dialog"]).decoder.precision == "fp32"
+    assert ServeConfig().decode_precision == "auto"  # the served default: bf16 where the device runs it natively (and faster)
     auto = ChatEngine(tiny_models["dialog"], decode_precision="auto")
-    assert auto.model._decoding_weights().dtype == (None if resolve_precision("auto") is None else torch.bfloat16)
-    reply = bf16.run_batch([bf16.prepare(request("你好", seed=3, max_tokens=6), CFG)])[0]
-    assert 1 <= reply.choices[0].completion_tokens <= 6
+    assert auto.decoder.precision in (("fp32",) if resolve_precision("auto") is None else ("fp32", "bf16"))
+    for engine in (bf16, ChatEngine(tiny_models["dialog"], decode_precision="int8")):
+        reply = engine.run_batch([engine.prepare(request("你好", seed=3, max_tokens=6), CFG)])[0]
+        assert 1 <= reply.choices[0].completion_tokens <= 6
+        assert not engine.decoder.fallbacks
     with pytest.raises(ConfigError, match="decode_precision"):
         ServeConfig(decode_precision="fp16")
