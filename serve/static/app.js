@@ -97,6 +97,7 @@ $("chat-form").addEventListener("submit", async (ev) => {
     if (!resp.ok) throw new Error(await errorText(resp));
     let reply = "";
     await readSSE(resp, (chunk) => {
+      if (chunk.error) throw new Error(chunk.error.message);  // a stream that failed after it began
       for (const c of chunk.choices || []) {
         if (c.index === 0 && c.delta && c.delta.content) { reply += c.delta.content; out.textContent = reply; }
         if (c.index === 0 && c.finish_reason) out.dataset.finish = c.finish_reason;
