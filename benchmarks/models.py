@@ -46,6 +46,9 @@ try:
 except ImportError:  # run as a script: common puts the repo root on sys.path
     from common import emit, print_table, result
 
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no per-load progress bars in the stored output
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
 import torch  # noqa: E402
 
 from liaotian.models.dialog_lm import DialogLM, DialogLMConfig  # noqa: E402
