@@ -4,6 +4,8 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch lies on this machine's disk; on a GPU box set TORCH_SPEC to the CUDA build you want.
 TORCH_SPEC ?= torch==2.13.0
 DEMO_ARGS ?=
+# e.g. make bench BENCH_ARGS=--quick (small sizes), or BENCH_ARGS="--only attribution.py"
+BENCH_ARGS ?=
 
 .PHONY: venv demo test test-fast bench clean browser
 
@@ -30,7 +32,7 @@ test-fast: venv
 	$(PY) -m pytest -q -m "not ray and not slow"
 
 bench: venv
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf runs/ bench_out/

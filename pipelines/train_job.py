@@ -262,6 +262,8 @@ def run(kind: str, cfg, job: TrainJobConfig | None = None, *, data_dir=None, ini
     checkpoint, metrics = _best(result, job, storage / name if local else None)
     model_dir = _export(kind, config, checkpoint, data_dir, Path(export_dir or cfg.paths.model(kind)), job, manifest)
     test = _test_metrics(kind, model_dir, data_dir, job, config) if kind == "classifier" else None
+    if test:  # stored beside the weights, so that whoever shows the model's explanations can state them
+        _add_to_extra(model_dir, test_metrics=test)
     steps = int((result.metrics or {}).get("step", metrics.get("step", 0)))
     return TrainResult(str(model_dir), metrics, test, steps, str(checkpoint), str(storage / name))
 
@@ -356,6 +358,13 @@ def _export(kind, config, checkpoint_dir, data_dir: Path, export_dir: Path, job,
         shutil.rmtree(export_dir)  # a model dir is replaced whole, never mixed with an older export
     save_pretrained(model, export_dir, tokenizer_dir=data_dir, extra=extra)
     return export_dir
+
+
+def _add_to_extra(model_dir: Path, **fields) -> None:
+    path = Path(model_dir) / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config.setdefault("extra", {}).update(fields)
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _test_metrics(kind, model_dir: Path, data_dir: Path, job, config) -> dict | None:

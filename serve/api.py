@@ -221,7 +221,7 @@ class AttributionRequest(Strict):
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
     reply: str | None = None
     target: Annotated[int, Field(ge=0, le=1000)] | None = None  # class to explain; default: the predicted one
-    # "auto": add quadrature nodes until the completeness delta is below 1 % of |F(x) - F(baseline)|
+    # "auto": add quadrature nodes until every token score's estimated error is below 1 % of the largest score
     steps: Annotated[int, Field(ge=2, le=MAX_IG_STEPS)] | Literal["auto"] | None = None  # default: the explainer's
     baseline: Literal["pad", "zeros"] = "pad"
     # default: gausslegendre for a fixed number of steps, adaptive_trapezoid for "auto";

@@ -66,7 +66,7 @@ class ServeConfig:
     max_new_tokens: int = 128  # the cap and default of max_tokens
     max_n: int = 8
     decode_precision: str = "auto"  # weights of one-token decoding steps: auto = bf16 where the device computes it natively and it measures faster, else fp32; int8 when asked
-    ig_steps: int | str = "auto"  # IG steps when a request names none; "auto" = adaptive to a 1 % completeness delta
+    ig_steps: int | str = "auto"  # IG steps when a request names none; "auto" = adaptive, token scores within 1 %
     chat_model: str | None = None  # default: this run's models/dialog
     rerank_model: str | None = None  # default: this run's models/mlm (reranking off when absent)
     classifier_model: str | None = None  # default: this run's models/sentiment, else models/classifier

@@ -1,8 +1,10 @@
 """`liaotian explain MODEL_DIR --text ...`: Integrated Gradients without a server.
 
-The terminal view colours each token's background from white to red by |score| / max |score| (ANSI
-24-bit colour): the more important, the redder; a token that pulled against the prediction is
-underlined. `--html FILE` writes the same heat map the web page shows (same CSS, same colour rule as
+Each token's background shows its score's sign and size: red where the token pushes toward the
+explained outcome (the predicted class, or the reply), blue where it pushes against it, deeper with
+|score| / max |score|; a token against it is also underlined. The terminal view uses ANSI 24-bit
+colour only when stdout is a terminal (plain `token(+0.12)` text otherwise, e.g. in a log file);
+`--html FILE` writes the same heat map the web page shows (same CSS, same colour rule as
 `static/app.js`). The rendering functions are pure: tokens + scores in, text out.
 """
 from __future__ import annotations
@@ -16,10 +18,24 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def heat_rgb(score: float, scale: float) -> tuple[int, int, int]:
-    """White -> red with |score| / scale (the rule `heat()` in static/app.js applies)."""
+    """White -> red for a positive score, white -> blue for a negative one, by |score| / scale (the rule
+    `heat()` in static/app.js applies)."""
     w = min(1.0, abs(score) / scale) if scale > 0 else 0.0
-    gb = round(255 * (1 - 0.85 * w))
-    return 255, gb, gb
+    fade = round(255 * (1 - 0.85 * w))
+    return (255, fade, fade) if score >= 0 else (fade, fade, 255)
+
+
+def legend(result: dict, colour: bool = True) -> str:
+    """What the colours (or, without colour, the signs) mean for this result; the page says the same."""
+    if result.get("reply_tokens"):
+        toward = "toward the reply (its log-probability)"
+    elif result.get("label") is not None:
+        toward = f"toward the predicted class «{result.get('label_name') or result['label']}»"
+    else:
+        toward = "toward the explained output"
+    if not colour:
+        return f"a positive score pushes {toward}, a negative one against it"
+    return f"red: pushes {toward}; blue: pushes against it; deeper colour = larger |score|"
 
 
 def _scale(scores) -> float:
@@ -38,13 +54,17 @@ def _coloured(tokens: list[str], scores: list[float]):
     return [(tok, float(s), heat_rgb(float(s), scale)) for tok, s in zip(tokens, scores)]
 
 
-def render_ansi(tokens: list[str], scores: list[float], reply_tokens: list[str] | None = None) -> str:
-    """One line of tokens on coloured backgrounds, black text; negative scores underlined."""
+def render_ansi(tokens: list[str], scores: list[float], reply_tokens: list[str] | None = None, colour: bool = True) -> str:
+    """One line of tokens on coloured backgrounds, black text; negative scores underlined. Without
+    `colour`, each token carries its signed score as text instead."""
     parts = []
     for tok, s, (r, g, b) in _coloured(tokens, scores):
-        underline = "\x1b[4m" if s < 0 else ""
-        parts.append(f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;0;0;0m{underline}{tok}\x1b[0m")
-    line = "".join(parts)
+        if colour:
+            underline = "\x1b[4m" if s < 0 else ""
+            parts.append(f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;0;0;0m{underline}{tok}\x1b[0m")
+        else:
+            parts.append(f"{tok}({s:+.3f}) ")
+    line = "".join(parts).rstrip()
     if reply_tokens:
         line += "  → " + "".join(reply_tokens)
     return line
@@ -67,12 +87,21 @@ def heatmap_html(tokens: list[str], scores: list[float], reply_tokens: list[str]
     return '<div class="heatmap">' + "".join(spans) + "</div>"
 
 
+def _quality(metrics: dict | None) -> str:
+    """'accuracy 0.812, balanced accuracy 0.790 on its test split', as training stored them at export."""
+    if not metrics:
+        return "test accuracy not recorded in the model directory (trained before it was stored)"
+    return ", ".join(f"{k.removeprefix('test_').replace('_', ' ')} {v:.3f}" for k, v in metrics.items()) + " on its test split"
+
+
 def _meta_rows(result: dict) -> list[tuple[str, str]]:
     rows = []
     if result.get("label") is not None:
         name = result.get("label_name") or result["label"]
         rows.append(("prediction", f"{name} (p = {float(result['probability']):.3f})"))
-    rows += [("F(x)", f"{result['f_x']:.4f}"), ("F(baseline)", f"{result['f_baseline']:.4f}"),
+        rows.append(("classifier", _quality(result.get("test_metrics"))))
+    what = {"log_odds": "log-odds of the class", "reply_log_prob": "log p(reply | context)"}.get(result.get("objective"))
+    rows += [("F(x)", f"{result['f_x']:.4f}" + (f"  ({what})" if what else "")), ("F(baseline)", f"{result['f_baseline']:.4f}"),
              ("Σ scores", f"{sum(result['scores']):.4f}"), ("delta", f"{result['delta']:.2e}"),
              ("settings", f"{result['method']}, {result['steps']} steps, {result['baseline']} baseline")]
     return rows
@@ -85,16 +114,16 @@ def render_html(result: dict, title: str = "liaotian explain") -> str:
         "<!doctype html>\n<html lang=\"zh\"><head><meta charset=\"utf-8\">"
         f"<title>{html.escape(title)}</title><style>{_css()}</style></head><body><main>"
         "<section id=\"explain-panel\"><h2>Explain</h2>"
-        "<p class=\"hint\">Integrated Gradients: the more a token drove the prediction, the redder it is. "
-        "A blue underline marks a token that pulled against it.</p>"
+        f"<p class=\"hint legend\">Integrated Gradients. {html.escape(legend(result))}.</p>"
         + heatmap_html(result["tokens"], result["scores"], result.get("reply_tokens"))
         + f"<div class=\"meta\"><table>{rows}</table></div></section></main></body></html>\n"
     )
 
 
-def render_terminal(result: dict) -> str:
-    lines = [render_ansi(result["tokens"], result["scores"], result.get("reply_tokens"))]
-    lines += [f"  {k:<12} {v}" for k, v in _meta_rows(result)]
+def render_terminal(result: dict, colour: bool = True) -> str:
+    lines = [render_ansi(result["tokens"], result["scores"], result.get("reply_tokens"), colour=colour)]
+    rows = [("colours" if colour else "scores", legend(result, colour)), *_meta_rows(result)]
+    lines += [f"  {k:<12} {v}" for k, v in rows]
     return "\n".join(lines)
 
 
@@ -117,7 +146,7 @@ def add_cli(parser) -> None:
     parser.add_argument("--reply", help="the reply whose log-probability is explained (dialogue models)")
     parser.add_argument("--target", type=int, help="the class to explain (default: the predicted one)")
     parser.add_argument("--steps", type=_steps, help="integration steps, or 'auto' (default: serve.ig_steps, "
-                        "'auto' = add nodes until the completeness delta is below 1 %% of |F(x) - F(baseline)|)")
+                        "'auto' = add nodes until every token score's estimated error is below 1 %% of the largest)")
     parser.add_argument("--baseline", choices=["pad", "zeros"], default="pad")
     parser.add_argument("--method", default=None, help="default: gausslegendre for fixed steps, adaptive_trapezoid for auto",
                         choices=["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle",
@@ -161,7 +190,7 @@ def cli_main(args) -> int:
     except (ValueError, RequestError) as e:
         print(f"liaotian explain: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result, ensure_ascii=False) if args.json else render_terminal(result))
+    print(json.dumps(result, ensure_ascii=False) if args.json else render_terminal(result, colour=sys.stdout.isatty()))
     if args.html:
         Path(args.html).parent.mkdir(parents=True, exist_ok=True)
         Path(args.html).write_text(render_html(result), encoding="utf-8")

@@ -124,11 +124,27 @@ $("chat-form").addEventListener("submit", async (ev) => {
   }
 });
 
-// The colour of a score: white -> red with |score| / max |score| (serve/explain.py uses the same rule).
+// The colour of a score: white -> red (positive: pushes toward the explained outcome) or white -> blue
+// (negative: against it) with |score| / max |score| (serve/explain.py uses the same rule).
 function heat(score, scale) {
   const w = scale > 0 ? Math.min(1, Math.abs(score) / scale) : 0;
-  const gb = Math.round(255 * (1 - 0.85 * w));
-  return `rgb(255, ${gb}, ${gb})`;
+  const fade = Math.round(255 * (1 - 0.85 * w));
+  return score >= 0 ? `rgb(255, ${fade}, ${fade})` : `rgb(${fade}, ${fade}, 255)`;
+}
+
+// What the colours mean for this result (the same sentence as `legend` in serve/explain.py).
+function legend(result) {
+  let toward = "toward the explained output";
+  if (result.reply_tokens) toward = "toward the reply (its log-probability)";
+  else if (result.label !== undefined && result.label !== null) toward = `toward the predicted class «${result.label_name ?? result.label}»`;
+  return `red: pushes ${toward}; blue: pushes against it; deeper colour = larger |score|`;
+}
+
+// The classifier's quality as training stored it at export (the same wording as serve/explain.py).
+function quality(metrics) {
+  if (!metrics) return "test accuracy not recorded in the model directory (trained before it was stored)";
+  return Object.entries(metrics).map(([k, v]) => `${k.replace(/^test_/, "").replace(/_/g, " ")} ${Number(v).toFixed(3)}`)
+    .join(", ") + " on its test split";
 }
 
 function renderHeatmap(result) {
@@ -152,9 +168,10 @@ function renderHeatmap(result) {
     r.textContent = "→ " + result.reply_tokens.join("");
     box.appendChild(r);
   }
-  const rows = [];
+  const rows = [["colours", legend(result)]];
   if (result.label !== undefined && result.label !== null)
-    rows.push(["prediction", `${result.label_name ?? result.label} (p = ${Number(result.probability).toFixed(3)})`]);
+    rows.push(["prediction", `${result.label_name ?? result.label} (p = ${Number(result.probability).toFixed(3)})`],
+              ["classifier", quality(result.test_metrics)]);
   rows.push(["F(x)", result.f_x.toFixed(4)], ["F(baseline)", result.f_baseline.toFixed(4)],
             ["Σ scores", result.scores.reduce((a, b) => a + b, 0).toFixed(4)], ["delta", result.delta.toExponential(2)],
             ["settings", `${result.method}, ${result.steps} steps, ${result.baseline} baseline`]);

@@ -9,7 +9,7 @@ import torch
 from liaotian.serve.api import AttributionRequest, ChatCompletionRequest
 from liaotian.serve.config import ServeConfig
 from liaotian.serve.engine import ChatEngine, Explainer, _holdback, _stop_cut
-from liaotian.serve.explain import heat_rgb, render_ansi, render_html
+from liaotian.serve.explain import heat_rgb, render_ansi, render_html, render_terminal
 
 CFG = ServeConfig(max_new_tokens=16)
 
@@ -80,23 +80,30 @@ def test_explainer_batch_matches_single(tiny_models):
         assert abs(sum(r["scores"]) - (r["f_x"] - r["f_baseline"])) == pytest.approx(r["delta"], abs=1e-5)
 
 
-def test_heat_colour_is_redder_when_more_important():
+def test_heat_colour_shows_sign_and_size():
     assert heat_rgb(0.0, 1.0) == (255, 255, 255)
-    g = [heat_rgb(s, 1.0)[1] for s in (0.1, 0.5, 1.0)]
-    assert g == sorted(g, reverse=True) and heat_rgb(-1.0, 1.0) == heat_rgb(1.0, 1.0)
+    reds = [heat_rgb(s, 1.0) for s in (0.1, 0.5, 1.0)]
+    blues = [heat_rgb(-s, 1.0) for s in (0.1, 0.5, 1.0)]
+    assert all(r == 255 and g == b for r, g, b in reds) and [g for _, g, _ in reds] == sorted([g for _, g, _ in reds], reverse=True)
+    assert all(b == 255 and r == g for r, g, b in blues) and [r for r, _, _ in blues] == [g for _, g, _ in reds]
 
 
 def test_ansi_and_html_views():
     line = render_ansi(["今", "天"], [0.2, -1.0])
     colours = re.findall(r"\x1b\[48;2;(\d+);(\d+);(\d+)m", line)
-    assert colours == [("255", "212", "212"), ("255", "38", "38")]
-    assert "\x1b[4m天" in line  # the negative score is underlined
-    result = {"tokens": ["[CLS]", "今", "<b>"], "scores": [0.0, 0.5, 0.25], "f_x": 1.0, "f_baseline": 0.2,
+    assert colours == [("255", "212", "212"), ("38", "38", "255")]  # red toward, blue against
+    assert "\x1b[4m天" in line  # the negative score is also underlined
+    plain = render_ansi(["今", "天"], [0.2, -1.0], colour=False)
+    assert "\x1b" not in plain and "今(+0.200)" in plain and "天(-1.000)" in plain
+    result = {"tokens": ["[CLS]", "今", "<b>"], "scores": [0.0, 0.5, -0.25], "f_x": 1.0, "f_baseline": 0.2,
               "delta": 0.05, "steps": 8, "method": "gausslegendre", "baseline": "pad", "label": 1,
-              "label_name": "positive", "probability": 0.7}
+              "label_name": "positive", "probability": 0.7, "test_metrics": {"test_accuracy": 0.8125}}
     page = render_html(result)
     assert page.count('class="tok') == 3 and "&lt;b&gt;" in page and "positive (p = 0.700)" in page
+    assert "red: pushes toward the predicted class «positive»; blue: pushes against it" in page
+    assert "accuracy 0.812 on its test split" in page and "rgb(147, 147, 255)" in page
     assert ".heatmap .tok" in page and "http" not in page  # styles inlined, nothing fetched
+    assert "not recorded" in render_terminal(dict(result, test_metrics=None), colour=False)
     with pytest.raises(ValueError):
         render_ansi(["a"], [0.1, 0.2])
 
@@ -106,8 +113,8 @@ def test_explain_cli(tiny_models, tmp_path, capsys):
 
     out = tmp_path / "view.html"
     assert main(["explain", str(tiny_models["classifier"]), "--text", "今天很开心", "--steps", "8", "--html", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "\x1b[48;2;" in printed and "F(x)" in printed and "8 steps" in printed
+    printed = capsys.readouterr().out  # not a terminal: signed scores as text, no escape codes
+    assert "\x1b" not in printed and "F(x)" in printed and "8 steps" in printed and "(+" in printed
     assert out.read_text(encoding="utf-8").count('class="tok') == 7
     assert main(["explain", str(tiny_models["dialog"]), "--context", "你好", "--reply", "好的", "--json"]) == 0
     assert '"kind": "chat"' in capsys.readouterr().out
@@ -129,45 +136,18 @@ def test_posthoc_logit_adjustment_applies_at_prediction_time_only_for_that_loss(
     assert torch.equal(same, logits)
 
 
-def test_default_explanation_is_adaptive_and_meets_the_completeness_tolerance(tiny_models):
+def test_default_explanation_is_adaptive_and_explains_the_predicted_class_log_odds(tiny_models):
+    import math
+
     from liaotian.serve.api import AttributionRequest
 
     ex = Explainer(tiny_models["classifier"])  # default_steps="auto"
-    req = AttributionRequest.model_validate({"text": "今天天气不错"})
-    out = ex.explain([ex.prepare(req)])[0]
+    out = ex.explain([ex.prepare(AttributionRequest.model_validate({"text": "今天天气不错"}))])[0]
     assert out["method"] == "adaptive_trapezoid"
-    gap = abs(out["f_x"] - out["f_baseline"])
-    assert out["delta"] <= 0.01 * gap + 1e-6 or out["steps"] >= 257
+    assert out["error_bound"] <= 0.01 * max(abs(s) for s in out["scores"]) + 1e-9 or out["steps"] >= 257
     assert abs(sum(out["scores"]) - (out["f_x"] - out["f_baseline"])) == pytest.approx(out["delta"], abs=1e-5)
-
-
-def test_explainer_shares_passes_across_requests_and_equals_one_by_one(tiny_models, monkeypatch):
-    import liaotian.models.attribution as A
-
-    ex = Explainer(tiny_models["classifier"], tiny_models["dialog"], default_steps="auto")
-    bodies = [{"text": "开心"}, {"text": "今天天气很不错，我很开心", "steps": 16}, {"text": "难过", "steps": "auto"},
-              {"text": "电影音乐", "steps": 8, "method": "riemann_trapezoid"},
-              {"messages": [{"role": "user", "content": "你好"}], "reply": "好的"},
-              {"messages": [{"role": "user", "content": "今天吃饭了吗"}, {"role": "assistant", "content": "吃了"},
-                            {"role": "user", "content": "喜欢电影吗"}], "reply": "喜欢", "steps": 16}]
-    items = [ex.prepare(AttributionRequest.model_validate(b)) for b in bodies]
-    passes = []
-    real = A._SharedEvaluator._run_if_ready
-
-    def counting(self):
-        before = self.passes
-        real(self)
-        if self.passes > before:
-            passes.append(len(self.results))
-    monkeypatch.setattr(A._SharedEvaluator, "_run_if_ready", counting)
-    together = ex.explain(items)
-    alone = [ex.explain([it])[0] for it in items]
-    assert passes and max(passes) == len(items)  # one pass served every request at once
-    for t, a in zip(together, alone):
-        assert t.keys() == a.keys() and t["tokens"] == a["tokens"] and t["steps"] == a["steps"]
-        assert t["scores"] == pytest.approx(a["scores"], rel=1e-4, abs=1e-5)
-        assert (t["f_x"], t["f_baseline"]) == pytest.approx((a["f_x"], a["f_baseline"]), rel=1e-5, abs=1e-6)
-        assert abs(sum(t["scores"]) - (t["f_x"] - t["f_baseline"])) == pytest.approx(t["delta"], abs=1e-5)
+    p = out["probability"]  # F(x) is the predicted class's log-odds (no post-hoc adjustment in this model)
+    assert out["f_x"] == pytest.approx(math.log(p / (1 - p)), abs=1e-4) and out["objective"] == "log_odds"
 
 
 def test_stream_many_equals_each_stream(engine):
