@@ -328,3 +328,15 @@ def test_chat_reranks_an_imported_models_candidates(tmp_path):
     candidates = generate(model, [session.prompt(["你好"])], decoding, tok.sep_id)[0]
     assert reply in {tok.decode(g.token_ids) for g in candidates} and len(candidates) == 4
     assert session.history == ["你好", reply]
+
+
+def test_cli_import_and_export(tmp_path, capsys):
+    from liaotian.cli import main
+
+    src, _ = hf_checkpoint(tmp_path, "gpt2", cdial_vocab())
+    assert main(["import", "hf", str(src), "--output", str(tmp_path / "imported")]) == 0
+    assert main(["export", "hf", str(tmp_path / "imported"), "--output", str(tmp_path / "exported")]) == 0
+    assert (tmp_path / "exported" / "tokenizer_config.json").is_file()
+    (src / "model.safetensors").unlink()
+    assert main(["import", "hf", str(src), "--output", str(tmp_path / "again")]) == 2
+    assert "neither model.safetensors nor pytorch_model.bin" in capsys.readouterr().err
