@@ -222,6 +222,47 @@ def check_same_function(ours, hf: HFDialog, batch) -> float:
     return float((a - b).abs()[real].max())
 
 
+def _gradients(model: nn.Module) -> torch.Tensor:
+    """Every gradient of `model` in one fp32 vector, in the order `gpt2_like` maps weights (HF's
+    two segment rows of the token table dropped, Conv1D gradients transposed back)."""
+    if isinstance(model, HFDialog):
+        t = model.gpt2.transformer
+        grads = [t.wte.weight.grad[: model.vocab_size], t.wpe.weight.grad]
+        for blk in t.h:
+            grads += [blk.ln_1.weight.grad, blk.ln_1.bias.grad, blk.ln_2.weight.grad, blk.ln_2.bias.grad]
+            for mod in (blk.attn.c_attn, blk.attn.c_proj, blk.mlp.c_fc, blk.mlp.c_proj):
+                grads += [mod.weight.grad.t(), mod.bias.grad]
+        grads += [t.ln_f.weight.grad, t.ln_f.bias.grad]
+    else:
+        grads = [model.embed.token.weight.grad, model.embed.position.weight.grad]
+        for blk in model.blocks:
+            grads += [blk.ln1.weight.grad, blk.ln1.bias.grad, blk.ln2.weight.grad, blk.ln2.bias.grad]
+            for mod in (blk.attn.qkv, blk.attn.proj, blk.mlp.fc, blk.mlp.proj):
+                grads += [mod.weight.grad, mod.bias.grad]
+        grads += [model.ln_f.weight.grad, model.ln_f.bias.grad]
+    return torch.cat([g.float().flatten() for g in grads])
+
+
+def gradient_error(ours, batch, precision) -> dict:
+    """Relative error of each model's gradient at `precision` against ours in fp32, both at `ours`'s
+    current weights (HF gets a fresh copy) with dropout off: how much the precision and the speed
+    paths alone change what a step learns."""
+    hf = gpt2_like(ours, ours.config.vocab_size)
+    ours.eval(); hf.eval()  # no dropout: the two models see identical computations
+    fp32 = T.Precision(None, precision.device)
+    out = {}
+    for name, model, prec in (("reference", ours, fp32), ("ours", ours, precision), ("hf", hf, precision)):
+        model.zero_grad(set_to_none=True)
+        with prec.autocast():
+            loss, _ = T.forward_loss(model, "dialog", batch)
+        loss.backward()
+        out[name] = _gradients(model)
+        model.zero_grad(set_to_none=True)
+    ours.train()
+    ref = out.pop("reference")
+    return {name: float((g - ref).norm() / ref.norm()) for name, g in out.items()}
+
+
 # ------------------------------------------------------------------ curves
 
 def time_to_reach(curve: list[dict], target: float, key: str) -> float:
@@ -344,6 +385,8 @@ def run(args) -> list[dict]:
     hf_final, ours_final = hf_c[-1]["val_loss"], ours_c[-1]["val_loss"]
     # Ours ended above HF's final loss: keep training ours alone at the schedule's final learning rate
     # (up to a quarter more steps) and measure when it gets there; these points are marked `extra`.
+    grad_err = gradient_error(ours, collate(next(batches)[1]), precision)  # at our trained weights
+    print(f"[learning] gradient error vs fp32 at {prec_name} on one batch: ours {grad_err['ours']:.4f}, HF {grad_err['hf']:.4f}")
     extra_steps, step = 0, args.steps
     while ours_c[-1]["val_loss"] > hf_final and extra_steps < max(args.eval_every, args.steps // 4):
         for _ in range(args.eval_every):
@@ -371,7 +414,7 @@ def run(args) -> list[dict]:
             "train_samples": len(train_rows["input_ids"]), "valid_samples": sum(len(b["input_ids"]) for b in held_out),
             "held_out_tokens": held_out_tokens, "vocab_size": vocab.vocab_size, "steps": args.steps, "epochs": epoch + 1,
             "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup, "precision": prec_name, "threads": args.threads,
-            "init_max_logit_gap": init_gap, "time_to_quality_target": hf_final, "prepare_s": round(prep_s, 1), "loadavg": load, "machine": machine(),
+            "init_max_logit_gap": init_gap, "time_to_quality_target": hf_final, "gradient_error_vs_fp32": grad_err, "prepare_s": round(prep_s, 1), "loadavg": load, "machine": machine(),
             "manifests": {s: {k: m[k] for k in ("dialogues_in", "dialogues_out", "samples_out", "rejected", "vocab_size")}
                           for s, m in manifests.items()}}
 
@@ -403,6 +446,8 @@ def run(args) -> list[dict]:
         f"dropout as the preset, HF initialised with a copy of our weights (max |Δlogit| at init {init_gap:.1e})",
         "ours: pipelines.train_loop.train_step with the model's speed paths; HF: the same train_step through an adapter "
         "(full logits, cross-entropy on the same positions); in-process, no Ray Train",
+        f"{prec_name} gradient vs fp32 on one batch at the end (dropout off, same weights): relative error ours "
+        f"{grad_err['ours']:.4f}, HF {grad_err['hf']:.4f}",
         f"the two trainings interleaved step by step, order alternating; torch threads {args.threads}; ratios by "
         f"process CPU time (wall-clock in the JSON: wall_ratio); load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
     ]

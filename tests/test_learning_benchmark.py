@@ -53,7 +53,10 @@ def test_smoke_run_learns_on_both_sides_and_ends_with_the_json_rows(tmp_path):
     assert {"val_loss_parity", "time_to_quality", "train_tokens_per_s"} <= set(rows)
     for row in rows.values():
         assert {"value", "unit", "anchor", "anchor_value", "ratio"} <= set(row)
-    curves = json.loads((tmp_path / "results" / "curves.json").read_text(encoding="utf-8"))["curves"]
+    stored = json.loads((tmp_path / "results" / "curves.json").read_text(encoding="utf-8"))
+    curves = stored["curves"]
+    assert stored["meta"]["init_max_logit_gap"] < 1e-3  # HF started from our weights
+    assert set(stored["meta"]["gradient_error_vs_fp32"]) == {"ours", "hf"}
     assert set(curves) == {"liaotian DialogLM", "HF GPT2LMHeadModel"}
     for name, curve in curves.items():
         assert [p["step"] for p in curve][:4] == [0, 10, 20, 30], name
