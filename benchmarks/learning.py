@@ -385,6 +385,7 @@ def run(args) -> list[dict]:
     hf_final, ours_final = hf_c[-1]["val_loss"], ours_c[-1]["val_loss"]
     # Ours ended above HF's final loss: keep training ours alone at the schedule's final learning rate
     # (up to a quarter more steps) and measure when it gets there; these points are marked `extra`.
+    epochs = epoch + 1  # begun within the step budget (the extra steps below may begin another)
     grad_err = gradient_error(ours, collate(next(batches)[1]), precision)  # at our trained weights
     print(f"[learning] gradient error vs fp32 at {prec_name} on one batch: ours {grad_err['ours']:.4f}, HF {grad_err['hf']:.4f}")
     extra_steps, step = 0, args.steps
@@ -412,7 +413,7 @@ def run(args) -> list[dict]:
     load = os.getloadavg()
     meta = {"preset": args.preset, "train_files": [str(p) for p in train_files], "valid_files": [str(p) for p in valid_files],
             "train_samples": len(train_rows["input_ids"]), "valid_samples": sum(len(b["input_ids"]) for b in held_out),
-            "held_out_tokens": held_out_tokens, "vocab_size": vocab.vocab_size, "steps": args.steps, "epochs": epoch + 1,
+            "held_out_tokens": held_out_tokens, "vocab_size": vocab.vocab_size, "steps": args.steps, "epochs": epochs,
             "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup, "precision": prec_name, "threads": args.threads,
             "init_max_logit_gap": init_gap, "time_to_quality_target": hf_final, "gradient_error_vs_fp32": grad_err, "prepare_s": round(prep_s, 1), "loadavg": load, "machine": machine(),
             "manifests": {s: {k: m[k] for k in ("dialogues_in", "dialogues_out", "samples_out", "rejected", "vocab_size")}
@@ -442,7 +443,7 @@ def run(args) -> list[dict]:
     notes = [
         f"same shards ({meta['train_samples']} train samples from {[p.name for p in train_files]}, held out: "
         f"{meta['valid_samples']} samples from {[p.name for p in valid_files]}), same batch order (batch {args.batch_size}, "
-        f"{args.steps} steps, {epoch + 1} epoch(s)), AdamW lr {args.lr} warm-up {args.warmup} cosine, clip 1.0, {prec_name}, "
+        f"{args.steps} steps, {epochs} epoch(s) begun), AdamW lr {args.lr} warm-up {args.warmup} cosine, clip 1.0, {prec_name}, "
         f"dropout as the preset, HF initialised with a copy of our weights (max |Δlogit| at init {init_gap:.1e})",
         "ours: pipelines.train_loop.train_step with the model's speed paths; HF: the same train_step through an adapter "
         "(full logits, cross-entropy on the same positions); in-process, no Ray Train",
