@@ -43,7 +43,8 @@ def main() -> None:
     lines = ["| model | setting | perplexity | [UNK] share | r_L | mean length | distinct-1 | distinct-2 | BLEU-2 | BLEU-4 | repetition |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     answers = {}
-    for key, (label, run) in MODELS.items():
+    present = {k: v for k, v in MODELS.items() if (HERE / k / "report.json").exists() and (HERE / k / "chat.txt").exists()}
+    for key, (label, run) in present.items():
         report = json.loads((HERE / key / "report.json").read_text(encoding="utf-8"))
         ppl, unk = report["perplexity"]["perplexity"], unk_share(report, ROOT / run / "models" / "dialog")
         for s in report["settings"]:
@@ -57,9 +58,10 @@ def main() -> None:
         answers[key] = replies(HERE / key / "chat.txt")
         if len(answers[key]) != len(prompts):
             raise SystemExit(f"{key}/chat.txt has {len(answers[key])} replies for {len(prompts)} prompts")
-    out = [f"Both models on the same {samples} held-out LCCC test dialogues (L = 32).", "", *lines, "",
-           "| prompt | tiny, LCCC | demo model, chatterbot |", "|---|---|---|"]
-    out += [f"| {p} | {a} | {b} |" for p, a, b in zip(prompts, answers["lccc_tiny"], answers["demo_chatterbot"])]
+    missing = [MODELS[k][0] for k in MODELS if k not in present]
+    out = [f"{samples} held-out LCCC test dialogues (L = 32)" + (f"; not run yet: {', '.join(missing)}" if missing else "") + ".",
+           "", *lines, "", "| prompt | " + " | ".join(MODELS[k][0] for k in present) + " |", "|---" * (len(present) + 1) + "|"]
+    out += [f"| {p} | " + " | ".join(answers[k][i] for k in present) + " |" for i, p in enumerate(prompts)]
     (HERE / "summary.md").write_text("\n".join(out) + "\n", encoding="utf-8")
     print("\n".join(out))
 
