@@ -1,17 +1,27 @@
-"""Throughput of `liaotian data dialog` vs a CDial-GPT-style single-process BertTokenizer reference.
+"""`liaotian data dialog` end to end as a user waits for it, against the script a user would write.
 
-Generates N synthetic LCCC-format dialogues (2-15 utterances, mean ~3.7, ~8 characters each, a space
-between characters), runs the Ray Data pipeline on them (Ray started beforehand, and a small warm-up
-job run to start the worker processes; both reported apart), and times the reference —
-`transformers.BertTokenizer` per utterance plus the same sample assembly — on a subsample (its rate is per dialogue, so it extrapolates linearly). Peak memory is
-the sampled RSS of this process and every Ray worker, at N/10 and at N, to show it stays flat.
-    .venv/bin/python benchmarks/preprocess.py --n 20000
+For each size N (synthetic LCCC-format dialogues: 2-15 utterances, mean ~3.7, ~8 characters each,
+a space between characters) it times, from process start to shards written, in one run:
+  - `liaotian data dialog FILE` (the CLI in a fresh process: imports, Ray start-up, the job);
+  - `benchmarks/preprocess_datasets.py`: HF `datasets` + `BertTokenizerFast` (Rust), `map(batched=True,
+    num_proc=2)`, `to_parquet`, the same cleaning, tokenising and turn concatenation (no duplicate
+    removal, no windows: less work than ours);
+  - at the largest N, the CDial-GPT way (`transformers.BertTokenizer`, one process) on a subsample,
+    its rate extrapolated linearly (a second anchor row);
+  - with `--before BIN`, another `liaotian` executable (an older checkout) on the same file.
+Peak memory is the sampled RSS of each process tree (Ray's workers and object store included).
+The CPU is shared: the load average is printed with every timing.
+    .venv/bin/python benchmarks/preprocess.py --sizes 10,200000,1000000
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -19,6 +29,8 @@ from pathlib import Path
 
 import common  # noqa: F401
 from common import emit, print_table, result
+
+HERE = Path(__file__).resolve().parent
 
 
 def synth(path: Path, n: int, seed: int = 0) -> None:
@@ -59,11 +71,10 @@ PAGE = __import__("os").sysconf("SC_PAGE_SIZE")
 
 
 class PeakRSS:
-    """Samples the RSS of this process and its descendants (Ray's raylet and workers) every 0.2 s."""
+    """Samples the RSS of process `pid` and its descendants every 0.2 s."""
 
-    def __init__(self):
-        import os
-        self.pid, self.peak, self.stop = os.getpid(), 0, threading.Event()
+    def __init__(self, pid: int):
+        self.pid, self.peak, self.stop = pid, 0, threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
@@ -77,6 +88,18 @@ class PeakRSS:
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join()
+
+
+def timed(cmd: list[str], env=None) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS bytes of the process tree, stderr tail) of one command."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    with PeakRSS(proc.pid) as mem:
+        out, err = proc.communicate()
+    seconds = time.perf_counter() - t
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+    return seconds, mem.peak, (out + err)[-2000:]
 
 
 def reference_rate(path: Path, vocab: Path, n: int) -> float:
@@ -102,55 +125,59 @@ def reference_rate(path: Path, vocab: Path, n: int) -> float:
     return len(dialogues) / (time.perf_counter() - t)
 
 
-def run_pipeline(path: Path, out: Path, **cfg):
-    from liaotian.pipelines.config import DialogDataConfig
-    from liaotian.pipelines.prepare import run_dialog
-
-    with PeakRSS() as mem:
-        t = time.perf_counter()
-        m = run_dialog(DialogDataConfig(inputs=[str(path)], batch_size=8192, **cfg), out, overwrite=True)
-        seconds = time.perf_counter() - t
-    return m, seconds, mem.peak
+def liaotian_cmd(binary: str, path: Path, out: Path, run_dir: Path) -> list[str]:
+    return [binary, "data", "dialog", str(path), "--output", str(out), "--overwrite", "--set", f"run_dir={run_dir}",
+            "--set", "ray.include_dashboard=false"]
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=1_000_000, help="dialogues at full size (memory is also taken at n/10)")
-    ap.add_argument("--reference-n", type=int, default=20_000, help="dialogues the reference is timed on")
+    ap.add_argument("--sizes", default="10,200000,1000000", help="dialogue counts, comma-separated")
+    ap.add_argument("--reference-n", type=int, default=20_000, help="dialogues the BertTokenizer reference is timed on")
+    ap.add_argument("--before", help="another liaotian executable (e.g. an older checkout's .venv/bin/liaotian) timed on the same files")
+    ap.add_argument("--no-datasets", action="store_true", help="skip the datasets script")
+    ap.add_argument("--workdir", help="where the synthetic files go (kept between runs: reused when present)")
     args = ap.parse_args(argv)
 
-    from liaotian.cluster import connect
-    from liaotian.config import RayConfig
-
-    tmp = Path(tempfile.mkdtemp(prefix="liaotian-bench-"))
-    small, full, warm = tmp / "small.json", tmp / "full.json", tmp / "warm.json"
-    synth(small, max(1, args.n // 10))
-    synth(full, args.n)
-    synth(warm, 20_000, seed=1)
-    t = time.perf_counter()
-    connect(RayConfig(include_dashboard=False))
-    startup = time.perf_counter() - t
-    # Start-up, part 2: one small job, cut into many small read tasks, starts as many worker processes
-    # (and their imports) as the cluster runs at once; every later job reuses them. Timed and reported
-    # apart, like Ray's own start-up.
-    t = time.perf_counter()
-    run_pipeline(warm, tmp / "out_warm", range_bytes=64 << 10)
-    warmup = time.perf_counter() - t
-    m_small, s_small, mem_small = run_pipeline(small, tmp / "out_small")
-    m, seconds, mem = run_pipeline(full, tmp / "out")
-    rate = m.dialogues_in / seconds
-    ref = reference_rate(full, tmp / "out" / "vocab.txt", min(args.reference_n, args.n))
-    rows = [
-        result("pipeline dialogues/s", rate, "dlg/s", "BertTokenizer reference", ref),
-        result("pipeline dialogues/s at n/10", m_small.dialogues_in / s_small, "dlg/s", "BertTokenizer reference", ref),
-        result("peak RSS at n", mem / 2**20, "MiB", "peak RSS at n/10", mem_small / 2**20, lower_is_better=True),
-    ]
-    notes = [f"n={args.n}: {seconds:.1f}s, {m.samples_out} samples, vocab {m.vocab_size}; Ray start-up {startup:.1f}s and "
-             f"worker warm-up (a 20,000-dialogue job) {warmup:.1f}s, not counted",
-             f"reference timed on {min(args.reference_n, args.n)} dialogues, rate extrapolated",
-             f"memory = sampled RSS of the driver + Ray processes (object store included)"]
-    print_table("benchmarks/preprocess.py: liaotian data dialog", rows, notes)
-    emit("preprocess", rows, n=args.n, seconds=seconds, startup_s=startup, warmup_s=warmup)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="liaotian-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    binary = str(Path(sys.executable).parent / "liaotian")
+    rows, notes = [], []
+    sizes = [int(x) for x in args.sizes.split(",")]
+    for n in sizes:
+        path = work / f"lccc_{n}.json"
+        if not path.exists():
+            synth(path, n)
+        out, out_ds = work / f"out_{n}", work / f"out_ds_{n}"
+        load = os.getloadavg()
+        ours, ours_mem, tail = timed(liaotian_cmd(binary, path, out, work / "run"))
+        notes.append(f"n={n}: liaotian {ours:.1f}s (load average before {load[0]:.1f}); {tail.strip().splitlines()[-1][:160]}")
+        label = {10: "10", 200_000: "200k", 1_000_000: "1m", 5_000_000: "5m"}.get(n, str(n))
+        if not args.no_datasets:
+            load = os.getloadavg()
+            theirs, theirs_mem, _ = timed([sys.executable, str(HERE / "preprocess_datasets.py"), str(path), str(out_ds),
+                                           "--vocab", str(out / "vocab.txt"), "--num-proc", "2"])
+            shutil.rmtree(out_ds, ignore_errors=True)
+            notes.append(f"n={n}: datasets script {theirs:.1f}s (load average before {load[0]:.1f})")
+            rows.append(result(f"preprocess_vs_datasets_{label}", ours, "s", "datasets + BertTokenizerFast, 2 procs", theirs,
+                               lower_is_better=True, n=n))
+            rows.append(result(f"peak_rss_{label}", ours_mem / 2**20, "MiB", "datasets script peak RSS", theirs_mem / 2**20,
+                               lower_is_better=True, n=n))
+        if args.before:
+            load = os.getloadavg()
+            before, before_mem, _ = timed(liaotian_cmd(args.before, path, work / f"out_before_{n}", work / "run"))
+            notes.append(f"n={n}: before {before:.1f}s (load average before {load[0]:.1f})")
+            rows.append(result(f"preprocess_after_vs_before_{label}", ours, "s", f"{args.before}", before, lower_is_better=True, n=n))
+        if n == max(sizes) and n >= 10_000:
+            ref = reference_rate(path, out / "vocab.txt", min(args.reference_n, n))
+            rows.append(result(f"preprocess_vs_bert_reference_{label}", n / ours, "dlg/s", "BertTokenizer, one process (extrapolated)", ref,
+                               n=n))
+        shutil.rmtree(out, ignore_errors=True)
+    notes.append("times are wall seconds from process start to shards written (imports and Ray start-up included); "
+                 "peak RSS of each process tree, sampled every 0.2 s")
+    notes.append(f"the CPU is shared with other jobs: load average now {os.getloadavg()}")
+    print_table("benchmarks/preprocess.py: liaotian data dialog end to end", rows, notes)
+    emit("preprocess", rows, sizes=sizes)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""Which JSON parser reads LCCC byte ranges fastest: orjson, msgspec, pysimdjson, ijson (yajl2_c).
+
+Each parser turns the bytes of an LCCC file (a list of lists of strings) into Python lists, as the
+dialog job's read tasks do per byte range; CPU time of one thread, best of `--repeat`.
+    .venv/bin/python benchmarks/lccc_parsers.py FILE [FILE ...]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import time
+
+import common  # noqa: F401
+from common import emit, print_table, result
+
+
+def parsers():
+    import ijson
+    import msgspec
+    import orjson
+    import simdjson
+
+    simd = simdjson.Parser()
+    decoder = msgspec.json.Decoder()
+    return {
+        "orjson": orjson.loads,
+        "msgspec": decoder.decode,
+        "msgspec typed list[list[str]]": msgspec.json.Decoder(list[list[str]]).decode,
+        "pysimdjson": lambda b: simd.parse(b).as_list(),
+        "ijson (yajl2_c)": lambda b: list(ijson.items(io.BytesIO(b), "item", use_float=True)),
+    }
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args(argv)
+    rows = []
+    for path in args.files:
+        data = open(path, "rb").read()
+        times = {}
+        for name, parse in parsers().items():
+            best = float("inf")
+            for _ in range(args.repeat):
+                t = time.process_time()
+                value = parse(data)
+                best = min(best, time.process_time() - t)
+                del value
+            times[name] = best
+        mb = len(data) / 2**20
+        for name, s in times.items():
+            rows.append(result(f"{os.path.basename(path)} {name}", mb / s, "MiB/s", "ijson (yajl2_c)", mb / times["ijson (yajl2_c)"]))
+    print_table("benchmarks/lccc_parsers.py: LCCC bytes -> Python lists (CPU time, 1 thread)", rows,
+                [f"load average {os.getloadavg()}"])
+    emit("lccc_parsers", rows)
+
+
+if __name__ == "__main__":
+    main()
