@@ -203,11 +203,11 @@ class RayConfig:
 
     address: str | None = None
     # Logical CPUs of the local cluster. Above the real core count on purpose: Ray hangs rather than
-    # fails when a job's tasks need exactly the CPUs there are (research/ray.md §2.2). None = max(4, 2*cores).
+    # fails when a job's tasks need exactly the CPUs there are. None = max(4, 2*cores).
     num_cpus: int | None = None
     num_gpus: int | None = None
     object_store_memory_mb: int | None = 512
-    include_dashboard: bool = True  # Tune around Train leaks placement groups without it (ray.md §2.3)
+    include_dashboard: bool = True  # Tune around Train leaks placement groups without it
     log_to_driver: bool = False
 
     def __post_init__(self):
