@@ -273,9 +273,13 @@ def write_sample_shards(out: Path, manifest: Manifest, work, schema: pa.Schema, 
     import ray
 
     # Work files in input order: by their first sample's `order` (file names follow Ray's write tasks, not the input)
-    firsts = {f.path: pc.min(f.to_table(columns=["order"], filter=rows).column("order")).as_py() for f in work.get_fragments()}
+    firsts, data_rows = {}, {}
+    for f in work.get_fragments():
+        t = f.to_table(columns=["order", "reason"], filter=pc.field("row_kind") != "counts")
+        firsts[f.path] = pc.min(t.filter(pc.is_null(t.column("reason"))).column("order")).as_py()
+        data_rows[f.path] = t.num_rows  # samples and rejected rows: the size of a group
     files = sorted(firsts, key=lambda path: (firsts[path] is None, firsts[path] or 0, path))
-    sizes = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    sizes = [data_rows[f] for f in files]
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     target = max(1, min(rows_per_shard, -(-sum(sizes) // (2 * cpus))))  # >= 2 tasks per CPU: no idle tail
     groups, current, n = [], [], 0
