@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from liaotian.config import ConfigError
+from liaotian.typed_config import ConfigError
 
 
 def _positive(where: str, **values) -> None:
