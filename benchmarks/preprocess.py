@@ -9,7 +9,7 @@ a space between characters) it times, from process start to shards written, in o
   - at the largest N, the CDial-GPT way (`transformers.BertTokenizer`, one process) on a subsample,
     its rate extrapolated linearly (a second anchor row);
   - with `--before BIN`, another `liaotian` executable (an older checkout) on the same file.
-Peak memory is the sampled RSS of each process tree (Ray's workers and object store included).
+Peak memory and CPU seconds are sampled from each process tree (Ray's workers and object store included).
 The CPU is shared: the load average is printed with every timing.
     .venv/bin/python benchmarks/preprocess.py --sizes 10,200000,1000000
 """
@@ -45,10 +45,10 @@ def synth(path: Path, n: int, seed: int = 0) -> None:
         f.write("]\n")
 
 
-def _rss_tree(root: int) -> int:
-    """RSS bytes of `root` and all its descendants, from /proc (no psutil)."""
+def _tree_stats(root: int) -> dict[int, tuple[int, float]]:
+    """{pid: (RSS bytes, CPU seconds so far)} of `root` and all its descendants, from /proc (no psutil)."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
+    stats: dict[int, tuple[int, float]] = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
@@ -56,30 +56,41 @@ def _rss_tree(root: int) -> int:
             stat = (d / "stat").read_text()
             fields = stat[stat.rindex(")") + 2:].split()
             children.setdefault(int(fields[1]), []).append(int(d.name))
-            rss[int(d.name)] = int(fields[21]) * PAGE
+            stats[int(d.name)] = (int(fields[21]) * PAGE, (int(fields[11]) + int(fields[12])) / TICKS)
         except (OSError, ValueError, IndexError):
             pass
-    total, todo = 0, [root]
+    tree, todo = {}, [root]
     while todo:
         pid = todo.pop()
-        total += rss.get(pid, 0)
+        if pid in stats:
+            tree[pid] = stats[pid]
         todo += children.get(pid, [])
-    return total
+    return tree
 
 
-PAGE = __import__("os").sysconf("SC_PAGE_SIZE")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
-class PeakRSS:
-    """Samples the RSS of process `pid` and its descendants every 0.2 s."""
+class TreeMonitor:
+    """Samples process `pid` and its descendants every 0.2 s: peak RSS of the tree, and its CPU seconds
+    (the last value seen per process, summed: a process's final 0.2 s may be missed). CPU seconds say
+    how much work was done whatever else the machine runs; wall seconds are what a user waits."""
 
     def __init__(self, pid: int):
-        self.pid, self.peak, self.stop = pid, 0, threading.Event()
+        self.pid, self.peak, self.cpu, self.stop = pid, 0, {}, threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self.stop.wait(0.2):
-            self.peak = max(self.peak, _rss_tree(self.pid))
+            tree = _tree_stats(self.pid)
+            self.peak = max(self.peak, sum(rss for rss, _ in tree.values()))
+            for pid, (_, cpu) in tree.items():
+                self.cpu[pid] = max(cpu, self.cpu.get(pid, 0.0))
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
 
     def __enter__(self):
         self.thread.start()
@@ -90,16 +101,16 @@ class PeakRSS:
         self.thread.join()
 
 
-def timed(cmd: list[str], env=None) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS bytes of the process tree, stderr tail) of one command."""
+def timed(cmd: list[str], cwd=None) -> tuple[float, int, float, str]:
+    """(wall seconds, peak RSS bytes of the process tree, its CPU seconds, output tail) of one command."""
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    with PeakRSS(proc.pid) as mem:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    with TreeMonitor(proc.pid) as mon:
         out, err = proc.communicate()
     seconds = time.perf_counter() - t
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return seconds, mem.peak, (out + err)[-2000:]
+    return seconds, mon.peak, mon.cpu_seconds, (out + err)[-2000:]
 
 
 def reference_rate(path: Path, vocab: Path, n: int) -> float:
@@ -133,11 +144,15 @@ def liaotian_cmd(binary: str, path: Path, out: Path, run_dir: Path) -> list[str]
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10,200000,1000000", help="dialogue counts, comma-separated")
-    ap.add_argument("--reference-n", type=int, default=20_000, help="dialogues the BertTokenizer reference is timed on")
+    ap.add_argument("--reference-n", type=int, default=5_000, help="dialogues the BertTokenizer reference is timed on")
     ap.add_argument("--before", help="another liaotian executable (e.g. an older checkout's .venv/bin/liaotian) timed on the same files")
     ap.add_argument("--no-datasets", action="store_true", help="skip the datasets script")
     ap.add_argument("--workdir", help="where the synthetic files go (kept between runs: reused when present)")
+    ap.add_argument("--combine", nargs="+", metavar="OUTPUT", help="merge the outputs of earlier runs (each run under ~6 minutes) "
+                    "into one table and one JSON line")
     args = ap.parse_args(argv)
+    if args.combine:
+        return combine(args.combine)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="liaotian-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -150,24 +165,31 @@ def main(argv=None) -> None:
             synth(path, n)
         out, out_ds = work / f"out_{n}", work / f"out_ds_{n}"
         load = os.getloadavg()
-        ours, ours_mem, tail = timed(liaotian_cmd(binary, path, out, work / "run"))
-        notes.append(f"n={n}: liaotian {ours:.1f}s (load average before {load[0]:.1f}); {tail.strip().splitlines()[-1][:160]}")
+        ours, ours_mem, ours_cpu, tail = timed(liaotian_cmd(binary, path, out, work / "run"), cwd=HERE.parent)
+        notes.append(f"n={n}: liaotian {ours:.1f}s wall, {ours_cpu:.1f} CPU-s (load average before {load[0]:.1f}); "
+                     f"{tail.strip().splitlines()[-1][:160]}")
         label = {10: "10", 200_000: "200k", 1_000_000: "1m", 5_000_000: "5m"}.get(n, str(n))
         if not args.no_datasets:
             load = os.getloadavg()
-            theirs, theirs_mem, _ = timed([sys.executable, str(HERE / "preprocess_datasets.py"), str(path), str(out_ds),
+            theirs, theirs_mem, theirs_cpu, _ = timed([sys.executable, str(HERE / "preprocess_datasets.py"), str(path), str(out_ds),
                                            "--vocab", str(out / "vocab.txt"), "--num-proc", "2"])
             shutil.rmtree(out_ds, ignore_errors=True)
-            notes.append(f"n={n}: datasets script {theirs:.1f}s (load average before {load[0]:.1f})")
+            notes.append(f"n={n}: datasets script {theirs:.1f}s wall, {theirs_cpu:.1f} CPU-s (load average before {load[0]:.1f})")
             rows.append(result(f"preprocess_vs_datasets_{label}", ours, "s", "datasets + BertTokenizerFast, 2 procs", theirs,
+                               lower_is_better=True, n=n))
+            rows.append(result(f"preprocess_vs_datasets_{label}_cpu", ours_cpu, "CPU-s", "datasets script CPU-s", theirs_cpu,
                                lower_is_better=True, n=n))
             rows.append(result(f"peak_rss_{label}", ours_mem / 2**20, "MiB", "datasets script peak RSS", theirs_mem / 2**20,
                                lower_is_better=True, n=n))
         if args.before:
             load = os.getloadavg()
-            before, before_mem, _ = timed(liaotian_cmd(args.before, path, work / f"out_before_{n}", work / "run"))
-            notes.append(f"n={n}: before {before:.1f}s (load average before {load[0]:.1f})")
-            rows.append(result(f"preprocess_after_vs_before_{label}", ours, "s", f"{args.before}", before, lower_is_better=True, n=n))
+            # run from the other checkout: Ray's workers put the driver's working directory first on sys.path
+            checkout = Path(args.before).resolve().parents[2] if (Path(args.before).resolve().parents[2] / "liaotian").is_dir() else work
+            before, before_mem, before_cpu, _ = timed(liaotian_cmd(args.before, path, work / f"out_before_{n}", work / "run"), cwd=checkout)
+            notes.append(f"n={n}: before {before:.1f}s wall, {before_cpu:.1f} CPU-s (load average before {load[0]:.1f})")
+            rows.append(result(f"preprocess_after_vs_before_{label}", ours, "s", "the --before executable", before, lower_is_better=True, n=n))
+            rows.append(result(f"preprocess_after_vs_before_{label}_cpu", ours_cpu, "CPU-s", "the --before executable", before_cpu,
+                               lower_is_better=True, n=n))
         if n == max(sizes) and n >= 10_000:
             ref = reference_rate(path, out / "vocab.txt", min(args.reference_n, n))
             rows.append(result(f"preprocess_vs_bert_reference_{label}", n / ours, "dlg/s", "BertTokenizer, one process (extrapolated)", ref,
@@ -178,6 +200,18 @@ def main(argv=None) -> None:
     notes.append(f"the CPU is shared with other jobs: load average now {os.getloadavg()}")
     print_table("benchmarks/preprocess.py: liaotian data dialog end to end", rows, notes)
     emit("preprocess", rows, sizes=sizes)
+
+
+def combine(paths: list[str]) -> None:
+    rows, sizes = [], []
+    for p in paths:
+        text = Path(p).read_text(encoding="utf-8")
+        print(f"===== {p}\n{text.rstrip()}\n")
+        last = json.loads(text.strip().splitlines()[-1])
+        rows += last["results"]
+        sizes += last.get("sizes", [])
+    print_table("benchmarks/preprocess.py: all runs above", rows, [f"runs: {', '.join(paths)}"])
+    emit("preprocess", rows, sizes=sorted(set(sizes)))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from liaotian.pipelines import readers
 from liaotian.pipelines.cleaning import clean_texts, content_key
 from liaotian.pipelines.prepare import CLEAN_COUNTERS, _loads, clean_totals, find_duplicates, is_duplicate, report
 from liaotian.pipelines.schema import SENTIMENT_SCHEMA, TEXT_SCHEMA, Manifest, RejectedRecord
-from liaotian.pipelines.shards import assign_split, check_output_dir, finish_output, input_info, read_units, tokenizer_for
+from liaotian.pipelines.shards import assign_split, check_output_dir, finish_output, input_info, read_specs, read_units, tokenizer_for
 
 LABEL_NAMES = ["negative", "positive"]
 
@@ -186,7 +186,7 @@ def run_texts(kind: str, cfg, inputs: list[tuple[str, str]], out_dir, overwrite=
     out = check_output_dir(out_dir, overwrite)
     work = out / "_work"
     units = [(p, f, None) for p, f in inputs]
-    read_units(units, 4096, reader=read_texts).map_batches(
+    read_units(read_specs(units), 4096, reader=read_texts).map_batches(
         clean_text_batch, fn_kwargs=dict(valid_fraction=cfg.valid_fraction, test_fraction=cfg.test_fraction),
         batch_size=4096, batch_format="pyarrow").write_parquet(str(work / "clean"))
     clean = pads.dataset(str(work / "clean"), format="parquet")
