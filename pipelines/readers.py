@@ -426,11 +426,11 @@ def read_corpus(path: str | Path, fmt: str = "auto") -> Iterator[RawDialogue | R
 # inside that string and cannot parse, so a wrong cut is never silent: the range is read again by the
 # careful reader (ijson, record by record), and when that fails too, the whole unit is re-read the
 # careful way (`RangePlanError`). Parsers measured on this machine (benchmarks/lccc_parsers.py, CPU
-# time of one thread, docs/results/benchmarks/lccc_parsers.txt), bytes -> Python lists: LCCC-base
-# valid (2.8 MiB) orjson 205 MiB/s, pysimdjson 191, msgspec 167 (174 typed), ijson/yajl2_c 117; 1M
-# synthetic dialogues (104 MiB) cut into 4 MiB ranges as the job reads them: msgspec typed as
-# list[list[str]] (parse + type check in one C pass) 95 MiB/s, orjson 96 without a type check and
-# 67 with the check in Python. So msgspec, typed.
+# time of one thread, docs/results/benchmarks/lccc_parsers.txt), MiB/s on LCCC-base valid (2.8 MiB) /
+# 1M synthetic dialogues (104 MiB). Whole file to Python lists: pysimdjson 179 / 66, orjson 170 / 79,
+# msgspec 143 / 63, ijson (yajl2_c) 117 / 48. In 4 MiB ranges with the check the job needs (every
+# dialogue a list of strings): msgspec typed as list[list[str]] (parse and check in one C pass)
+# 145 / 93, orjson + the check in Python 117 / 74 (orjson alone, unchecked, 175 / 109). So msgspec, typed.
 
 # `]`, whitespace, the comma between two dialogues, whitespace, `[`.
 _DIALOGUE_BOUNDARY = re.compile(rb"\][ \t\r\n]*(,)[ \t\r\n]*\[")
