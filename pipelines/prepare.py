@@ -348,16 +348,6 @@ def plan_units(inputs: list[tuple[str, str]], range_bytes: int):
     return units, ranges
 
 
-def clean_totals(clean) -> tuple[int, dict[str, int]]:
-    """Records read and cleaning counts, summed from the cleaned dataset's small columns."""
-    n, totals = 0, Counter()
-    for b in clean.to_batches(columns=list(CLEAN_COUNTERS)):
-        n += b.num_rows
-        for name in CLEAN_COUNTERS:
-            totals[name] += int(np.asarray(b.column(name)).sum())
-    return n, {k: totals[k] for k in CLEAN_COUNTERS}
-
-
 def _rejected_rows(work, dup_keys, dup_orders, unit_of, first, input_of, by_input: Counter):
     """Rejected records, streamed: reader/cleaning rejections, then duplicates (with their record)."""
     for b in work.to_batches(columns=["range_id", "source", "position", "reason", "record", "detail", "split"],
