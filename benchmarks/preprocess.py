@@ -10,8 +10,11 @@ a space between characters) it times, from process start to shards written, in o
     its rate extrapolated linearly (a second anchor row);
   - with `--before BIN`, another `liaotian` executable (an older checkout) on the same file.
 Peak memory and CPU seconds are sampled from each process tree (Ray's workers and object store included).
-The CPU is shared: the load average is printed with every timing.
-    .venv/bin/python benchmarks/preprocess.py --sizes 10,200000,1000000
+The CPU is shared: the load average is printed with every timing, and the CPU seconds of each
+process tree are reported beside the wall time. Each timing prints a `MEASURE {json}` line as soon
+as it is taken; `--combine` builds the table from several runs' outputs (runs kept short).
+    .venv/bin/python benchmarks/preprocess.py --sizes 10,200000,1000000 [--sides ours,datasets,before,bert_reference --before BIN]
+    .venv/bin/python benchmarks/preprocess.py --combine run1.txt run2.txt
 """
 from __future__ import annotations
 
@@ -141,77 +144,100 @@ def liaotian_cmd(binary: str, path: Path, out: Path, run_dir: Path) -> list[str]
             "--set", "ray.include_dashboard=false"]
 
 
+LABELS = {10: "10", 200_000: "200k", 1_000_000: "1m", 5_000_000: "5m"}
+
+
+def measure(side: str, n: int, path: Path, work: Path, args) -> dict:
+    """One timing: `liaotian data dialog` (ours / before), the datasets script, or the BertTokenizer reference."""
+    load = os.getloadavg()[0]
+    out = work / f"out_{n}"
+    if side == "ours":
+        wall, rss, cpu, tail = timed(liaotian_cmd(str(Path(sys.executable).parent / "liaotian"), path, out, work / "run"), cwd=HERE.parent)
+        return {"side": side, "n": n, "wall": wall, "cpu": cpu, "rss": rss, "load": load, "report": tail.strip().splitlines()[-1][:200]}
+    if side == "before":
+        # run from the other checkout: Ray's workers put the driver's working directory first on sys.path
+        root = Path(args.before).resolve().parents[2]
+        wall, rss, cpu, _ = timed(liaotian_cmd(args.before, path, work / f"out_before_{n}", work / "run"),
+                                  cwd=root if (root / "liaotian").is_dir() else work)
+        shutil.rmtree(work / f"out_before_{n}", ignore_errors=True)
+        return {"side": side, "n": n, "wall": wall, "cpu": cpu, "rss": rss, "load": load}
+    if not (out / "vocab.txt").exists():
+        raise SystemExit(f"{out}/vocab.txt: measure 'ours' at n={n} first (the other sides use its vocabulary)")
+    if side == "datasets":
+        wall, rss, cpu, _ = timed([sys.executable, str(HERE / "preprocess_datasets.py"), str(path), str(work / f"out_ds_{n}"),
+                                   "--vocab", str(out / "vocab.txt"), "--num-proc", "2"])
+        shutil.rmtree(work / f"out_ds_{n}", ignore_errors=True)
+        return {"side": side, "n": n, "wall": wall, "cpu": cpu, "rss": rss, "load": load}
+    if side == "bert_reference":
+        k = min(args.reference_n, n)
+        rate = reference_rate(path, out / "vocab.txt", k)
+        return {"side": side, "n": n, "wall": n / rate, "cpu": n / rate, "rss": 0, "load": load, "timed_on": k}
+    raise SystemExit(f"unknown side {side!r}")
+
+
+def rows_from(measures: list[dict]) -> tuple[list[dict], list[str]]:
+    by = {(m["n"], m["side"]): m for m in measures}
+    rows, notes = [], []
+    for n in sorted({m["n"] for m in measures}):
+        label, ours = LABELS.get(n, str(n)), by.get((n, "ours"))
+        for m in (by.get((n, s)) for s in ("ours", "datasets", "before", "bert_reference")):
+            if m:
+                notes.append(f"n={n} {m['side']}: {m['wall']:.1f}s wall, {m['cpu']:.1f} CPU-s, peak RSS {m['rss'] / 2**20:.0f} MiB, "
+                             f"load average {m['load']:.1f}" + (f"; {m['report']}" if m.get("report") else "")
+                             + (f" (timed on {m['timed_on']} dialogues, extrapolated)" if m.get("timed_on") else ""))
+        if not ours:
+            continue
+        if (d := by.get((n, "datasets"))):
+            rows.append(result(f"preprocess_vs_datasets_{label}", ours["wall"], "s", "datasets + BertTokenizerFast, 2 procs", d["wall"],
+                               lower_is_better=True, n=n))
+            rows.append(result(f"preprocess_vs_datasets_{label}_cpu", ours["cpu"], "CPU-s", "datasets script CPU-s", d["cpu"],
+                               lower_is_better=True, n=n))
+            rows.append(result(f"peak_rss_{label}", ours["rss"] / 2**20, "MiB", "datasets script peak RSS", d["rss"] / 2**20,
+                               lower_is_better=True, n=n))
+        if (b := by.get((n, "before"))):
+            rows.append(result(f"preprocess_after_vs_before_{label}", ours["wall"], "s", "commit 54bef9b (--before)", b["wall"],
+                               lower_is_better=True, n=n))
+            rows.append(result(f"preprocess_after_vs_before_{label}_cpu", ours["cpu"], "CPU-s", "commit 54bef9b (--before)", b["cpu"],
+                               lower_is_better=True, n=n))
+        if (r := by.get((n, "bert_reference"))):
+            rows.append(result(f"preprocess_vs_bert_reference_{label}", n / ours["wall"], "dlg/s", "BertTokenizer, one process",
+                               n / r["wall"], n=n))
+    return rows, notes
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10,200000,1000000", help="dialogue counts, comma-separated")
+    ap.add_argument("--sides", default="ours,datasets,bert_reference", help="what to time: ours, datasets, before, bert_reference")
     ap.add_argument("--reference-n", type=int, default=5_000, help="dialogues the BertTokenizer reference is timed on")
-    ap.add_argument("--before", help="another liaotian executable (e.g. an older checkout's .venv/bin/liaotian) timed on the same files")
-    ap.add_argument("--no-datasets", action="store_true", help="skip the datasets script")
+    ap.add_argument("--before", help="another liaotian executable (an older checkout's .venv/bin/liaotian), side 'before'")
     ap.add_argument("--workdir", help="where the synthetic files go (kept between runs: reused when present)")
-    ap.add_argument("--combine", nargs="+", metavar="OUTPUT", help="merge the outputs of earlier runs (each run under ~6 minutes) "
-                    "into one table and one JSON line")
+    ap.add_argument("--combine", nargs="+", metavar="OUTPUT", help="merge the MEASURE lines of earlier runs (each run under ~6 "
+                    "minutes on a shared machine) into one table and one JSON line")
     args = ap.parse_args(argv)
+    measures = []
     if args.combine:
-        return combine(args.combine)
-
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="liaotian-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    binary = str(Path(sys.executable).parent / "liaotian")
-    rows, notes = [], []
-    sizes = [int(x) for x in args.sizes.split(",")]
-    for n in sizes:
-        path = work / f"lccc_{n}.json"
-        if not path.exists():
-            synth(path, n)
-        out, out_ds = work / f"out_{n}", work / f"out_ds_{n}"
-        load = os.getloadavg()
-        ours, ours_mem, ours_cpu, tail = timed(liaotian_cmd(binary, path, out, work / "run"), cwd=HERE.parent)
-        notes.append(f"n={n}: liaotian {ours:.1f}s wall, {ours_cpu:.1f} CPU-s (load average before {load[0]:.1f}); "
-                     f"{tail.strip().splitlines()[-1][:160]}")
-        label = {10: "10", 200_000: "200k", 1_000_000: "1m", 5_000_000: "5m"}.get(n, str(n))
-        if not args.no_datasets:
-            load = os.getloadavg()
-            theirs, theirs_mem, theirs_cpu, _ = timed([sys.executable, str(HERE / "preprocess_datasets.py"), str(path), str(out_ds),
-                                           "--vocab", str(out / "vocab.txt"), "--num-proc", "2"])
-            shutil.rmtree(out_ds, ignore_errors=True)
-            notes.append(f"n={n}: datasets script {theirs:.1f}s wall, {theirs_cpu:.1f} CPU-s (load average before {load[0]:.1f})")
-            rows.append(result(f"preprocess_vs_datasets_{label}", ours, "s", "datasets + BertTokenizerFast, 2 procs", theirs,
-                               lower_is_better=True, n=n))
-            rows.append(result(f"preprocess_vs_datasets_{label}_cpu", ours_cpu, "CPU-s", "datasets script CPU-s", theirs_cpu,
-                               lower_is_better=True, n=n))
-            rows.append(result(f"peak_rss_{label}", ours_mem / 2**20, "MiB", "datasets script peak RSS", theirs_mem / 2**20,
-                               lower_is_better=True, n=n))
-        if args.before:
-            load = os.getloadavg()
-            # run from the other checkout: Ray's workers put the driver's working directory first on sys.path
-            checkout = Path(args.before).resolve().parents[2] if (Path(args.before).resolve().parents[2] / "liaotian").is_dir() else work
-            before, before_mem, before_cpu, _ = timed(liaotian_cmd(args.before, path, work / f"out_before_{n}", work / "run"), cwd=checkout)
-            notes.append(f"n={n}: before {before:.1f}s wall, {before_cpu:.1f} CPU-s (load average before {load[0]:.1f})")
-            rows.append(result(f"preprocess_after_vs_before_{label}", ours, "s", "the --before executable", before, lower_is_better=True, n=n))
-            rows.append(result(f"preprocess_after_vs_before_{label}_cpu", ours_cpu, "CPU-s", "the --before executable", before_cpu,
-                               lower_is_better=True, n=n))
-        if n == max(sizes) and n >= 10_000:
-            ref = reference_rate(path, out / "vocab.txt", min(args.reference_n, n))
-            rows.append(result(f"preprocess_vs_bert_reference_{label}", n / ours, "dlg/s", "BertTokenizer, one process (extrapolated)", ref,
-                               n=n))
-        shutil.rmtree(out, ignore_errors=True)
-    notes.append("times are wall seconds from process start to shards written (imports and Ray start-up included); "
-                 "peak RSS of each process tree, sampled every 0.2 s")
-    notes.append(f"the CPU is shared with other jobs: load average now {os.getloadavg()}")
+        for p in args.combine:
+            measures += [json.loads(line[len("MEASURE "):]) for line in Path(p).read_text(encoding="utf-8").splitlines()
+                         if line.startswith("MEASURE ")]
+    else:
+        work = Path(args.workdir or tempfile.mkdtemp(prefix="liaotian-bench-"))
+        work.mkdir(parents=True, exist_ok=True)
+        for n in [int(x) for x in args.sizes.split(",")]:
+            path = work / f"lccc_{n}.json"
+            if not path.exists():
+                synth(path, n)
+            for side in args.sides.split(","):
+                m = measure(side, n, path, work, args)
+                print("MEASURE " + json.dumps(m, ensure_ascii=False), flush=True)  # kept even if a later side runs out of time
+                measures.append(m)
+    rows, notes = rows_from(measures)
+    notes.append("wall: seconds from process start to shards written (imports and Ray start-up included); CPU-s: CPU seconds "
+                 "of the whole process tree (Ray workers included), sampled every 0.2 s; the machine is shared: CPU-s ratios "
+                 "are the load-robust ones")
+    notes.append(f"load average at the end {os.getloadavg()}")
     print_table("benchmarks/preprocess.py: liaotian data dialog end to end", rows, notes)
-    emit("preprocess", rows, sizes=sizes)
-
-
-def combine(paths: list[str]) -> None:
-    rows, sizes = [], []
-    for p in paths:
-        text = Path(p).read_text(encoding="utf-8")
-        print(f"===== {p}\n{text.rstrip()}\n")
-        last = json.loads(text.strip().splitlines()[-1])
-        rows += last["results"]
-        sizes += last.get("sizes", [])
-    print_table("benchmarks/preprocess.py: all runs above", rows, [f"runs: {', '.join(paths)}"])
-    emit("preprocess", rows, sizes=sorted(set(sizes)))
+    emit("preprocess", rows, measures=measures)
 
 
 if __name__ == "__main__":
