@@ -4,7 +4,7 @@
 `loss(logits (B,C), targets (B,)) -> scalar` (batch mean) and `loss.predict_logits(logits)` gives the
 scores whose argmax is the prediction (identity except for `posthoc_la`).
 
-Sources (../shared/research/seed_spec.md §8, Su's post 7708 "class imbalance", 2020-08-31):
+Sources (Su's post 7708 "class imbalance", 2020-08-31):
 - `ce`:            ℓ = −log p_y,  p = softmax(f).
 - `weighted_ce`:   ℓ = −w_y log p_y,  w_c = N / (C·n_c) (inverse frequency, normalised so that the
                    training-set mean of w_y is 1, i.e. Σ_c n_c w_c = N; sklearn's "balanced").
@@ -19,9 +19,9 @@ Sources (../shared/research/seed_spec.md §8, Su's post 7708 "class imbalance", 
 - `smooth_f1`:     macro soft F1 (Dice): per class c, TP_c = Σ_{y_i=c} p_ic,
                    F1_c = 2 TP_c / (Σ_i p_ic + |P_c|); ℓ = −mean_c log F1_c over the classes present
                    in the batch. Its gradient is CE with stop-gradient, batch-dependent weights
-                   (seed_spec §8 derivation): −∇log F1 = Σ_pos (1/TP − 1/S) p_i ∇(−log p_i)
+                   (derivation in that post): −∇log F1 = Σ_pos (1/TP − 1/S) p_i ∇(−log p_i)
                    + Σ_neg (1 − p_i)/S ∇(−log(1 − p_i)), S = Σ p_i + |P|. Needs large batches.
-Priors π come from *training* class counts (pitfall in §8).
+Priors π come from *training* class counts (priors from the evaluation split would leak it).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 `build_regularizer(name, strength) -> Regularizer`; the training loop adds `reg.penalty(model)` to the
 loss and gives the optimiser `reg.param_groups(model)` (AdamW's decoupled decay `reg.weight_decay`
-on the regularised matrices, 0 elsewhere). Source: ../shared/research/seed_spec.md §6 (Su's post
+on the regularised matrices, 0 elsewhere). Source: Su's post
 7681, 2020-08-14, on Liu, Cui & Chan, "Improve generalization and robustness of neural networks via
 weight scale shifting invariant regularizations", arXiv 2008.02965).
 

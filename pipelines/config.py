@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from liaotian.config import ConfigError
+from liaotian.typed_config import ConfigError
 
 
 # ------------------------------------------------------------------ data
@@ -14,7 +14,8 @@ class DialogDataConfig:
     """`liaotian data dialog`: dialogue corpora -> turn-concatenated Parquet shards."""
 
     inputs: list[str] = field(default_factory=list)  # empty = the chatterbot-corpus Chinese dialogues
-    format: str = "auto"  # auto | lccc | jsonl | chatterbot | hf
+    format: str = "auto"  # auto | lccc | jsonl | chatterbot | hf | pairs (post<TAB>response) | csv | kdconv
+    csv_columns: list[str] = field(default_factory=lambda: ["Dialogue_ID", "Utterance"])  # csv: dialogue id, utterance
     max_len: int = 256  # tokens per sample, [CLS] and [SEP]s included
     max_utterance_chars: int = 256  # longer utterances are cut (counted)
     min_count: int = 1  # vocabulary: keep characters seen at least this often
@@ -27,8 +28,10 @@ class DialogDataConfig:
     range_bytes: int = 4 << 20  # a plain LCCC JSON file is read in byte ranges of about this size, one task each (0: whole)
 
     def __post_init__(self):
-        if self.format not in ("auto", "lccc", "jsonl", "chatterbot", "hf"):
+        if self.format not in ("auto", "lccc", "jsonl", "chatterbot", "hf", "pairs", "csv", "kdconv"):
             raise ConfigError(f"data.dialog.format: unknown format {self.format!r}")
+        if len(self.csv_columns) != 2 or not all(isinstance(c, str) and c for c in self.csv_columns):
+            raise ConfigError("data.dialog.csv_columns must be two column names: [dialogue id, utterance]")
         if self.max_len < 8:
             raise ConfigError("data.dialog.max_len must be >= 8")
         if not 0 <= self.valid_fraction < 1 or not 0 <= self.test_fraction < 1 or self.valid_fraction + self.test_fraction >= 1:

@@ -2,13 +2,13 @@
 
 A reply or reference is any sequence of hashable tokens: a `str` (one token per character, as the
 CharTokenizer and CDial-GPT's evaluation split Chinese) or a list of token ids.
-BLEU follows NLTK 3.4.3 `corpus_bleu` with `SmoothingFunction().method1` (epsilon 0.1), the setting
-CDial-GPT reports (thu-coai/CDial-GPT issue #41); distinct-n is corpus-level (unique / total n-grams).
+BLEU is sacrebleu's corpus BLEU on character tokens with "floor" smoothing 0.1, the counterpart of
+NLTK's `SmoothingFunction().method1` (epsilon 0.1) that CDial-GPT reports; distinct-n is corpus-level
+(unique / total n-grams).
 """
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Hashable, Sequence
 
 Tokens = Sequence[Hashable]
@@ -58,50 +58,32 @@ def distinct_n(replies: Sequence[Tokens], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def _brevity_penalty(ref_len: int, hyp_len: int) -> float:
-    if hyp_len > ref_len:
-        return 1.0
-    if hyp_len == 0:
-        return 0.0
-    return math.exp(1 - ref_len / hyp_len)
+def _line(tokens: Tokens) -> str:
+    """Tokens as one space-separated line (a character is a token; whitespace tokens stay visible)."""
+    return " ".join(f"<{ord(t)}>" if isinstance(t, str) and t.isspace() else str(t) for t in tokens)
 
 
 def corpus_bleu(references: Sequence[Sequence[Tokens]], hypotheses: Sequence[Tokens], max_n: int = 4) -> float:
-    """Corpus BLEU with uniform weights 1/max_n and NLTK smoothing method1, in [0, 1].
+    """Corpus BLEU (sacrebleu) with uniform weights 1/max_n, in [0, 1]; `references[i]` is the list of
+    references of hypothesis i, tokens are characters (or ids). Counts are pooled over the corpus; an
+    order with no match gets 0.1 / its n-gram count ("floor" smoothing, NLTK's method1); no unigram
+    match gives 0; the brevity penalty uses the closest reference lengths.
 
-    Modified precisions p_n pool clipped n-gram matches and hypothesis n-gram counts over the corpus
-    (each denominator at least 1 per hypothesis, as NLTK does); an order with no match gets
-    epsilon / denominator (method1). No unigram match at all gives 0. The brevity penalty uses the
-    summed hypothesis length c and the summed closest reference lengths r: exp(1 - r/c) when c <= r.
-    `references[i]` is the list of references of hypothesis i.
-    """
+    Against the hand-written NLTK 3.4.3 rule this replaced: equal when every hypothesis has at least
+    n tokens; NLTK counts at least one n-gram per hypothesis of each order, so a corpus with replies
+    shorter than n scored lower there (0.388 vs sacrebleu's 0.441 for BLEU-4 of ["今天天气很好", "我是"]),
+    and a corpus with no n-gram of some order at all scored epsilon there and 0 here."""
+    from sacrebleu.metrics import BLEU
+
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} reference lists for {len(hypotheses)} hypotheses")
     if not hypotheses:
         raise ValueError("corpus_bleu of an empty corpus")
-    numerators = [0] * (max_n + 1)
-    denominators = [0] * (max_n + 1)
-    hyp_len = ref_len = 0
-    for refs, hyp in zip(references, hypotheses):
-        if not refs:
-            raise ValueError("every hypothesis needs at least one reference")
-        for n in range(1, max_n + 1):
-            counts = Counter(ngrams(hyp, n))
-            max_ref = Counter()
-            for ref in refs:
-                for g, c in Counter(ngrams(ref, n)).items():
-                    max_ref[g] = max(max_ref[g], c)
-            numerators[n] += sum(min(c, max_ref[g]) for g, c in counts.items())
-            denominators[n] += max(1, sum(counts.values()))
-        hyp_len += len(hyp)
-        ref_len += min((abs(len(r) - len(hyp)), len(r)) for r in refs)[1]  # closest, shorter on ties
-    if numerators[1] == 0:
-        return 0.0
-    log_p = [
-        math.log((numerators[n] if numerators[n] else SMOOTHING_EPSILON) / denominators[n])
-        for n in range(1, max_n + 1)
-    ]
-    return _brevity_penalty(ref_len, hyp_len) * math.exp(math.fsum(log_p) / max_n)
+    if not all(references):
+        raise ValueError("every hypothesis needs at least one reference")
+    streams = [[_line(refs[i]) if i < len(refs) else None for refs in references] for i in range(max(map(len, references)))]
+    bleu = BLEU(tokenize="none", smooth_method="floor", smooth_value=SMOOTHING_EPSILON, max_ngram_order=max_n)
+    return bleu.corpus_score([_line(h) for h in hypotheses], streams).score / 100
 
 
 def has_loop(tokens: Tokens, max_unit: int = 4, min_repeats: int = 3) -> bool:

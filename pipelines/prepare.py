@@ -1,22 +1,30 @@
 """`liaotian data dialog|sentiment|text`: corpora -> Parquet shards with Ray Data (the only Ray in pipelines' data path).
 
-Dialog job: ONE Ray Data pass, then the driver and one round of shard tasks (memory stays flat as the corpus grows):
-  1. read (a Datasource: one streaming read task per file/split, or per byte range of a plain LCCC
-     JSON file planned by one validating scan, `readers.lccc_plan`), and inside the same task clean +
-     encode (Arrow/NumPy kernels per batch) -> `_work/clean/*.arrow` (Arrow IPC, lz4): one row per
-     sample, token ids as code points (a character is one token whatever the vocabulary), plus one
-     row per rejected record with its reason; batch counts and sparse code point counts on row 0
-  2. duplicates: the 64-bit content keys of first samples, sorted once (see `find_duplicates`)
-  3. vocabulary: the per-batch code point counts summed in the driver (or the user's vocab.txt)
-  4. Ray tasks write the shards of `train/ valid/ test/` from groups of work files (duplicates left
-     out, code points -> ids through one lookup table); the driver writes `rejected/*.jsonl`, manifest
-Every stage catches per record and emits a reason column; `max_errored_blocks` is never used.
+The dialog job reads in one direction, read -> clean -> encode -> shards:
+  1. plan: a plain LCCC JSON file is cut into byte ranges (`readers.lccc_plan`); every other input
+     (and every split of an object of splits) is one read unit.
+  2. one Ray Data pass: `from_items(read specs)` -> `map_batches` reads a range or unit in blocks,
+     cleans (`cleaning.clean_dialogue_lists`) and encodes (`dialogue.encode_piece_array`) each block
+     -> `write_parquet(_work/clean)`. Each block gives sample rows (token ids as code points: a
+     character is one token whatever the vocabulary), rejected rows, and ONE counts row of its own
+     (`row_kind` says which): records read, cleaning and truncation counts, the sparse code point
+     counts of the kept text, and why a range fell back to the careful reader.
+  3. driver: positions (each range's first index, once every range is counted), duplicates (the
+     64-bit content keys of first samples, sorted once, see `find_duplicates`), vocabulary (the
+     counts rows summed, or the user's vocab.txt).
+  4. a second Ray Data pass writes the shards `train/ valid/ test/` from groups of work files
+     (duplicates left out, code points -> ids through one lookup table); the driver writes
+     `rejected/*.jsonl` and the manifest.
+A bug in a batch kernel fails the job with its traceback (no silent fall back to a slower path); a
+byte range that msgspec cannot decode is read record by record, counted in `ranges_fallen_back` and
+logged with its reason.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import json
+import logging
 import shutil
 import time
 from collections import Counter
@@ -28,41 +36,45 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from liaotian.pipelines import readers
-from liaotian.pipelines.cleaning import clean_dialogue_lists, clean_dialogues, content_key
+from liaotian.pipelines.cleaning import clean_dialogue_lists
 from liaotian.pipelines.config import DialogDataConfig
-from liaotian.pipelines.dialogue import encode_piece_array, encode_pieces
-from liaotian.pipelines.tokenizer import CLS_MARK, SEP_MARK, _WHITESPACE_CPS
+from liaotian.pipelines.dialogue import encode_piece_array
 from liaotian.pipelines.schema import DIALOG_SCHEMA, Manifest, RejectedRecord
-from liaotian.pipelines.shards import (CLEAN_COUNTERS, arrow_file_sink, assign_split, check_output_dir, input_info, read_units, tokenizer_for,
-                              write_rejected, write_sample_shards)
+from liaotian.pipelines.shards import (CLEAN_COUNTERS, ReadInfo, check_output_dir, input_info, read_specs, read_units, tokenizer_for,
+                                       write_rejected, write_sample_shards)
+from liaotian.pipelines.tokenizer import CLS_MARK, SEP_MARK, _WHITESPACE_CPS, codepoint_counts
 
+log = logging.getLogger(__name__)
 TRUNC_COUNTERS = ("trunc_utterances", "trunc_context")
+# The work files of the dialog job: sample rows, rejected rows and one counts row per block.
+WORK_SCHEMA = pa.schema([
+    ("row_kind", pa.string()), ("range_id", pa.int64()), ("position", pa.int64()), ("order", pa.int64()),
+    ("source", pa.string()), ("split", pa.string()), ("key", pa.int64()),
+    ("input_ids", pa.list_(pa.int32())), ("segment_ids", pa.list_(pa.int8())), ("loss_mask", pa.list_(pa.int8())),
+    ("n_turns", pa.int16()), ("new_dialogue", pa.int8()), ("pieces", pa.list_(pa.list_(pa.string()))),
+    ("reason", pa.string()), ("detail", pa.string()), ("record", pa.string()),
+    ("records", pa.int64()), *[(name, pa.int64()) for name in CLEAN_COUNTERS + TRUNC_COUNTERS],
+    ("vocab_cp", pa.list_(pa.int32())), ("vocab_count", pa.list_(pa.int64())), ("fallback", pa.string()), ("plan_error", pa.string()),
+])
 
 
-# ------------------------------------------------------------------ pass 1: clean (Ray Data task)
+# ------------------------------------------------------------------ pass 1: read -> clean -> encode (one Ray Data task per range)
 
-def clean_batch(batch: pa.Table, max_chars: int, valid_fraction: float, test_fraction: float) -> pa.Table:
-    """Raw records -> cleaned pieces + key + split, or the rejection; batch cleaning counts and the
-    code point counts of the kept text (the vocabulary's input) on row 0.
-
-    The whole batch goes through Arrow/NumPy kernels (`clean_dialogue_lists`); only when that path
-    raises does the batch fall back to the per-record path, which rejects just the record(s) at fault."""
+def clean_batch(batch: pa.Table, max_chars: int, valid_fraction: float, test_fraction: float, counts: Counter) -> pa.Table:
+    """Raw records -> cleaned pieces + key + split, or the rejection (cleaning counts added to `counts`)."""
     n = batch.num_rows
     reason = batch.column("reason").combine_chunks()
     ok = np.asarray(reason.is_null())
-    counts: Counter = Counter()
-    try:
-        lists = batch.column("utterances").combine_chunks().filter(pa.array(ok))
-        got = clean_dialogue_lists(lists, max_chars, counts)
-    except Exception:
-        return _clean_batch_per_record(batch, max_chars, valid_fraction, test_fraction)
+    got = clean_dialogue_lists(batch.column("utterances").combine_chunks().filter(pa.array(ok)), max_chars, counts)
     idx = np.flatnonzero(ok)
     kept = np.zeros(n, bool)
     kept[idx] = np.asarray(got["key"].is_valid())
-    scatter = np.full(n, -1, np.int64)  # row -> position in the ok arrays (null elsewhere)
-    scatter[idx] = np.arange(len(idx))
-    take = pa.array(scatter, pa.int64(), mask=scatter < 0)
-    key = got["key"] if len(idx) == n else got["key"].take(take)
+    take = None
+    if len(idx) != n:  # reader rejections in the batch: cleaned rows back to their places (null elsewhere)
+        scatter = np.full(n, -1, np.int64)
+        scatter[idx] = np.arange(len(idx))
+        take = pa.array(scatter, pa.int64(), mask=scatter < 0)
+    key = got["key"] if take is None else got["key"].take(take)
     short = ok & ~kept  # nothing left after cleaning
     reasons = pc.if_else(pa.array(short), "too_few_utterances", reason)
     details = pc.if_else(pa.array(short), "fewer than 2 non-empty utterances in a row after cleaning",
@@ -74,39 +86,24 @@ def clean_batch(batch: pa.Table, max_chars: int, valid_fraction: float, test_fra
         records[short] = [json.dumps(u, ensure_ascii=False) for u in original]
         records = pa.array(records, pa.string())
     keys = np.asarray(key.fill_null(0), np.int64)
-    u = (keys % 1_000_003) / 1_000_003  # assign_split, vectorised (same split for the same key)
+    u = (keys % 1_000_003) / 1_000_003  # shards.assign_split, vectorised (same split for the same key)
     split_of_key = np.where(u < test_fraction, "test", np.where(u < test_fraction + valid_fraction, "valid", "train"))
     split = pc.if_else(pa.array(kept & np.asarray(batch.column("split").is_null())), pa.array(split_of_key, pa.string()),
                        batch.column("split").combine_chunks())
-    if len(idx) == n:  # no reader rejection in the batch (the usual case): rows are already in place
-        return _clean_table(batch, got["pieces"], got["offsets"], key, split, reasons, details, records, counts, got["pieces"])
-    return _clean_table(batch, got["pieces"].take(take), got["offsets"].take(take), key, split, reasons, details, records,
-                        counts, got["pieces"])
-
-
-def _clean_table(batch, pieces, offsets, key, split, reasons, details, records, counts, kept_pieces) -> pa.Table:
-    n = batch.num_rows
-    unit = np.asarray(batch.column("unit"), dtype=np.int64)
+    range_id = np.asarray(batch.column("range_id"), dtype=np.int64)
     position = np.asarray(batch.column("position"), dtype=np.int64)
-    cols = {
-        "order": pa.array((unit << 40) | position, pa.int64()),  # input order: the first copy wins
-        "source": batch.column("source"), "position": batch.column("position"), "split": split,
-        "dialogue_id": pc.binary_join_element_wise(pc.cast(batch.column("unit"), pa.string()),
-                                                   pc.cast(batch.column("position"), pa.string()), "-"),
-        "pieces": pieces, "offsets": offsets, "key": key, "reason": reasons, "detail": details, "record": records,
-    }
-    for name in CLEAN_COUNTERS:
-        cols[name] = pa.array([counts.get(name, 0)] + [0] * (n - 1), pa.int64())
-    cps, cp_counts = _codepoint_counts(kept_pieces)
-    cols["vocab_cp"] = pa.array([cps.tolist()] + [None] * (n - 1), pa.list_(pa.int32()))
-    cols["vocab_count"] = pa.array([cp_counts.tolist()] + [None] * (n - 1), pa.list_(pa.int64()))
-    return pa.table(cols)
+    return pa.table({
+        "range_id": batch.column("range_id"), "position": batch.column("position"),
+        "order": pa.array((range_id << 32) | position, pa.int64()),  # input order: the first copy wins
+        "source": batch.column("source"), "split": split, "key": key,
+        "pieces": got["pieces"] if take is None else got["pieces"].take(take),
+        "offsets": got["offsets"] if take is None else got["offsets"].take(take),
+        "reason": reasons, "detail": details, "record": records,
+    })
 
 
-def _codepoint_counts(pieces: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def codepoint_counts_of(pieces: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Sparse code point counts of every utterance in `pieces` (list<list<string>>, nulls skipped)."""
-    from liaotian.pipelines.tokenizer import codepoint_counts
-
     flat = pieces.flatten().flatten() if len(pieces) else pa.array([], pa.string())
     text = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(flat)], pa.int32()), flat), "")[0].as_py() if len(flat) else ""
     counts = codepoint_counts(text)
@@ -114,56 +111,10 @@ def _codepoint_counts(pieces: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return cps, counts[cps]
 
 
-def _clean_batch_per_record(batch: pa.Table, max_chars: int, valid_fraction: float, test_fraction: float) -> pa.Table:
-    """The per-record path: each dialogue cleaned alone; one that raises is rejected as `error`."""
-    n = batch.num_rows
-    reasons = batch.column("reason").to_pylist()
-    utterances = batch.column("utterances").to_pylist()
-    counts: Counter = Counter()
-    details = batch.column("detail").to_pylist()
-    records = batch.column("record").to_pylist()
-    splits = batch.column("split").to_pylist()
-    pieces_out, offsets_out, keys = [None] * n, [None] * n, [None] * n
-    for i in range(n):
-        if reasons[i] is not None:
-            continue
-        try:
-            result = clean_dialogues([utterances[i]], max_chars, counts)[0]
-        except Exception as e:
-            reasons[i], details[i], records[i] = "error", f"{type(e).__name__}: {e}", json.dumps(utterances[i], ensure_ascii=False)
-            continue
-        if result is None:
-            reasons[i], records[i] = "too_few_utterances", json.dumps(utterances[i], ensure_ascii=False)
-            details[i] = "fewer than 2 non-empty utterances in a row after cleaning"
-        else:
-            pieces_out[i] = [p for _, p in result]
-            offsets_out[i] = [o for o, _ in result]
-            keys[i] = content_key(result)
-            if splits[i] is None:
-                splits[i] = assign_split(keys[i], valid_fraction, test_fraction)
-    pieces = pa.array(pieces_out, pa.list_(pa.list_(pa.string())))
-    return _clean_table(batch, pieces, pa.array(offsets_out, pa.list_(pa.int16())), pa.array(keys, pa.int64()),
-                        pa.array(splits, pa.string()), pa.array(reasons, pa.string()), pa.array(details, pa.string()),
-                        pa.array(records, pa.string()), counts, pieces)
-
-
-# ------------------------------------------------------------------ vocabulary
-
-def clean_vocab_counts(clean) -> Counter:
-    """The vocabulary's counts, summed in the driver from the per-batch sparse counts that the clean
-    pass left on row 0 (no extra pass over the text)."""
-    total = np.zeros(0x110000, dtype=np.int64)  # fixed size: memory does not grow with the corpus
-    for b in clean.to_batches(columns=["vocab_cp", "vocab_count"], filter=pc.field("vocab_cp").is_valid()):
-        np.add.at(total, b.column("vocab_cp").flatten().to_numpy(), b.column("vocab_count").flatten().to_numpy())
-    return Counter({chr(int(c)): int(total[c]) for c in np.flatnonzero(total)})
-
-
-# ------------------------------------------------------------------ encode (same Ray Data pass)
-
 class _CodepointIds:
     """Token ids before the vocabulary exists: each token is its code point, [CLS]/[SEP] are the marks.
     A character is one token whatever the vocabulary (whitespace none), so windows and masks are final
-    here; the driver maps code points to ids with one table lookup when it writes the shards."""
+    here; the shard writer maps code points to ids with one table lookup."""
 
     cls_id, sep_id = ord(CLS_MARK), ord(SEP_MARK)
     _keep = None
@@ -177,84 +128,93 @@ class _CodepointIds:
         return cps[self._keep[cps]]
 
 
-def encode_batch(clean: pa.Table, max_len: int) -> pa.Table:
-    """Cleaned rows -> one row per sample (code point ids) plus one row per rejected record; counts on row 0."""
-    tok, counts, errors = _CodepointIds(), Counter(), {}
+def encode_batch(clean: pa.Table, max_len: int, counts: Counter) -> tuple[pa.Table, pa.Table]:
+    """Cleaned rows -> (one row per sample in code point ids, the rejected rows); truncations added to `counts`."""
     ok = np.asarray(clean.column("reason").is_null())
     kept = clean.filter(pa.array(ok))
-    try:
-        pieces = kept.column("pieces").combine_chunks()
-        owner = np.repeat(np.arange(len(pieces)), pc.list_value_length(pieces).to_numpy(zero_copy_only=False))
-        offsets = kept.column("offsets").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        out = encode_piece_array(pieces.flatten(), offsets, tok, max_len, counts)
-        sample_owner = owner[out["piece_index"]]
-    except Exception:  # find the dialogue(s) that break the batch path; reject only them
-        counts, parts, owners = Counter(), [], []
-        for i, (ps, os_) in enumerate(zip(kept.column("pieces").to_pylist(), kept.column("offsets").to_pylist())):
-            try:
-                parts.append(encode_pieces(ps, os_, tok, max_len, counts))
-                owners.append(np.full(len(parts[-1]["n_turns"]), i))
-            except Exception as e:
-                errors[i] = f"{type(e).__name__}: {e}"
-        out = _concat(parts)
-        sample_owner = np.concatenate(owners) if owners else np.zeros(0, np.int64)
+    pieces = kept.column("pieces").combine_chunks()
+    owner = np.repeat(np.arange(len(pieces)), pc.list_value_length(pieces).to_numpy(zero_copy_only=False))
+    offsets = kept.column("offsets").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    trunc: Counter = Counter()
+    out = encode_piece_array(pieces.flatten(), offsets, _CodepointIds(), max_len, trunc)
+    counts["trunc_utterances"] += trunc["utterances"]
+    counts["trunc_context"] += trunc["context"]
+    sample_owner = owner[out["piece_index"]]
     n = len(sample_owner)
     new_dialogue = np.ones(n, dtype=bool)  # one sample per dialogue is its first: dialogues_out, duplicates
     if n:  # long pieces' windows come after the batch's short pieces: order by dialogue first
         order = np.argsort(sample_owner, kind="stable")
         new_dialogue[order[1:]] = sample_owner[order][1:] != sample_owner[order][:-1]
-    ids, seg, mask = _lists(out)
+    list_offsets = pa.array(out["offsets"], pa.int32())
     identity = n == kept.num_rows and np.array_equal(sample_owner, np.arange(n))  # one sample per dialogue (usual)
     take = None if identity else pa.array(sample_owner, pa.int64())
     samples = {name: kept.column(name) if identity else kept.column(name).take(take)
-               for name in ("order", "source", "position", "split", "dialogue_id", "key")}
-    samples.update(input_ids=ids, segment_ids=seg, loss_mask=mask, n_turns=pa.array(out["n_turns"], pa.int16()),
-                   new_dialogue=pa.array(new_dialogue.astype(np.int8)),
+               for name in ("range_id", "position", "order", "source", "split", "key")}
+    samples.update(input_ids=pa.ListArray.from_arrays(list_offsets, pa.array(out["input_ids"], pa.int32())),
+                   segment_ids=pa.ListArray.from_arrays(list_offsets, pa.array(out["segment_ids"], pa.int8())),
+                   loss_mask=pa.ListArray.from_arrays(list_offsets, pa.array(out["loss_mask"], pa.int8())),
+                   n_turns=pa.array(out["n_turns"], pa.int16()), new_dialogue=pa.array(new_dialogue.astype(np.int8)),
                    pieces=kept.column("pieces") if identity else pc.if_else(pa.array(new_dialogue), kept.column("pieces").take(take), None))
-    samples = pa.table(samples)
-    rejected = clean.filter(pa.array(~ok))
-    if errors:
-        idx = pa.array(sorted(errors), pa.int64())
-        bad = kept.take(idx).drop_columns(["reason", "detail", "record"])
-        rejected = pa.concat_tables([rejected, bad.append_column("reason", pa.array(["error"] * len(idx))).append_column(
-            "detail", pa.array([errors[i] for i in sorted(errors)])).append_column(
-            "record", pa.array([json.dumps(p, ensure_ascii=False) for p in bad.column("pieces").to_pylist()]))],
-            promote_options="permissive")
-    rejected = rejected.select([c for c in rejected.column_names if c in _REJECTED_COLUMNS])
-    table = pa.concat_tables([samples, rejected], promote_options="permissive")
-    extra = {name: clean.column(name)[:1] for name in CLEAN_COUNTERS + ("vocab_cp", "vocab_count")}
-    extra.update({name: pa.array([counts.get(key, 0)], pa.int64()) for name, key in zip(TRUNC_COUNTERS, ("utterances", "context"))})
-    for name, first in extra.items():  # batch totals on row 0, nothing elsewhere
-        col = pa.concat_arrays([first.combine_chunks() if isinstance(first, pa.ChunkedArray) else first,
-                                pa.nulls(table.num_rows - 1, first.type)])
-        table = table.append_column(name, col)
-    return table
+    return pa.table(samples), clean.filter(pa.array(~ok)).drop_columns(["pieces", "offsets", "key"])
 
 
-_REJECTED_COLUMNS = ("order", "source", "position", "split", "dialogue_id", "reason", "detail", "record")
+def clean_encode_block(raw: pa.Table, info: ReadInfo, max_chars: int, valid_fraction: float, test_fraction: float,
+                       max_len: int) -> pa.Table:
+    """The one Ray Data pass of the dialog job: a block of raw records -> its sample rows, its rejected
+    rows and its counts row (`row_kind` sample | rejected | counts)."""
+    counts: Counter = Counter()
+    clean = clean_batch(raw, max_chars, valid_fraction, test_fraction, counts)
+    samples, rejected = encode_batch(clean, max_len, counts)
+    cps, cp_counts = codepoint_counts_of(clean.column("pieces").combine_chunks())
+    tally = {"range_id": [info.range_id], "records": [info.records], "fallback": [info.fallback], "plan_error": [info.plan_error],
+             "vocab_cp": [cps.tolist()], "vocab_count": [cp_counts.tolist()],
+             **{name: [counts.get(name, 0)] for name in CLEAN_COUNTERS + TRUNC_COUNTERS}}
+    return pa.concat_tables([_work_rows("sample", samples), _work_rows("rejected", rejected), _work_rows("counts", pa.table(tally))])
 
 
-def clean_encode_batch(batch: pa.Table, max_chars: int, valid_fraction: float, test_fraction: float, max_len: int) -> pa.Table:
-    """The one Ray Data pass of the dialog job: raw records -> cleaned -> samples (and rejections)."""
-    return encode_batch(clean_batch(batch, max_chars, valid_fraction, test_fraction), max_len)
+def _work_rows(kind: str, table: pa.Table) -> pa.Table:
+    n = table.num_rows
+    cols = {"row_kind": pa.array([kind] * n, pa.string())}
+    for f in WORK_SCHEMA:
+        if f.name != "row_kind":
+            cols[f.name] = table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(n, f.type)
+    return pa.table(cols, schema=WORK_SCHEMA)
 
 
-def _concat(parts: list[dict]) -> dict:
-    if not parts:
-        return {"offsets": np.zeros(1, np.int32), "input_ids": np.zeros(0, np.int32), "segment_ids": np.zeros(0, np.int8),
-                "loss_mask": np.zeros(0, np.int8), "n_turns": np.zeros(0, np.int16)}
-    lengths = np.concatenate([np.diff(p["offsets"]) for p in parts])
-    offsets = np.zeros(len(lengths) + 1, np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    return {"offsets": offsets, **{k: np.concatenate([p[k] for p in parts])
-                                   for k in ("input_ids", "segment_ids", "loss_mask", "n_turns")}}
+# ------------------------------------------------------------------ driver: counts, positions, vocabulary
+
+class RangeTally:
+    """Per read task (range_id): records read, fallbacks, plan errors; and the totals of the counters."""
+
+    def __init__(self, work):
+        t = work.to_table(columns=["range_id", "records", "fallback", "plan_error", *CLEAN_COUNTERS, *TRUNC_COUNTERS],
+                          filter=pc.field("row_kind") == "counts")
+        n = int(pc.max(t.column("range_id")).as_py() or 0) + 1 if t.num_rows else 0
+        range_id = np.asarray(t.column("range_id"), np.int64)
+        self.records = np.bincount(range_id, weights=np.asarray(t.column("records"), np.int64), minlength=n).astype(np.int64)
+        self.totals = {name: int(pc.sum(t.column(name)).as_py() or 0) for name in CLEAN_COUNTERS + TRUNC_COUNTERS}
+        self.fallbacks = {int(r): f for r, f in zip(range_id, t.column("fallback").to_pylist()) if f}
+        self.plan_errors = {int(r): e for r, e in zip(range_id, t.column("plan_error").to_pylist()) if e}
 
 
-def _lists(out: dict):
-    offsets = pa.array(out["offsets"], pa.int32())
-    return (pa.ListArray.from_arrays(offsets, pa.array(out["input_ids"], pa.int32())),
-            pa.ListArray.from_arrays(offsets, pa.array(out["segment_ids"], pa.int8())),
-            pa.ListArray.from_arrays(offsets, pa.array(out["loss_mask"], pa.int8())))
+def first_positions(specs: list[dict], records: np.ndarray) -> np.ndarray:
+    """Position of each read task's first record in its unit: 0 for a whole unit (its reader's own
+    positions), the records of the unit's earlier ranges for a byte range."""
+    first = np.zeros(len(specs), np.int64)
+    seen: Counter = Counter()
+    for s in specs:
+        if s["start"] >= 0:
+            first[s["range_id"]] = seen[s["unit"]]
+            seen[s["unit"]] += int(records[s["range_id"]]) if s["range_id"] < len(records) else 0
+    return first
+
+
+def clean_vocab_counts(work) -> Counter:
+    """The vocabulary's counts: the counts rows' sparse code point counts summed in the driver."""
+    total = np.zeros(0x110000, dtype=np.int64)  # fixed size: memory does not grow with the corpus
+    for b in work.to_batches(columns=["vocab_cp", "vocab_count"], filter=pc.field("row_kind") == "counts"):
+        np.add.at(total, b.column("vocab_cp").flatten().to_numpy(), b.column("vocab_count").flatten().to_numpy())
+    return Counter({chr(int(c)): int(total[c]) for c in np.flatnonzero(total)})
 
 
 def is_duplicate(batch: pa.Table, dup_keys: np.ndarray, dup_orders: np.ndarray) -> np.ndarray:
@@ -303,84 +263,108 @@ def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = Fal
     out = check_output_dir(out_dir, overwrite)
     inputs = [(str(p), "chatterbot") for p in readers.chatterbot_files()] if not cfg.inputs else [(p, cfg.format) for p in cfg.inputs]
     units, ranges = plan_units(inputs, cfg.range_bytes)
-    work = out / "_work"
-
-    encode = functools.partial(clean_encode_batch, max_chars=cfg.max_utterance_chars, valid_fraction=cfg.valid_fraction,
+    encode = functools.partial(clean_encode_block, max_chars=cfg.max_utterance_chars, valid_fraction=cfg.valid_fraction,
                                test_fraction=cfg.test_fraction, max_len=cfg.max_len)
-    read_units(units, cfg.batch_size, ranges=ranges, transform=encode).write_datasink(arrow_file_sink(str(work / "clean")))
-    clean = pads.dataset(str(work / "clean"), format="arrow")  # scanned column-wise, batch by batch
+    work_dir = out / "_work" / "clean"
+    fallen_back = 0
+    while True:
+        specs = read_specs(units, ranges)
+        reader = functools.partial(readers.read_unit, csv_columns=tuple(cfg.csv_columns))
+        read_units(specs, cfg.batch_size, reader=reader, transform=encode).write_parquet(str(work_dir))
+        work = pads.dataset(str(work_dir), format="parquet", schema=WORK_SCHEMA)  # scanned column-wise, batch by batch
+        tally = RangeTally(work)
+        for range_id, reason in sorted(tally.fallbacks.items()):
+            s = specs[range_id]
+            log.warning("%s bytes %d-%d read record by record: %s", s["path"], s["start"], s["end"], reason)
+        fallen_back += len(tally.fallbacks)
+        if not tally.plan_errors:
+            break
+        # a range that does not parse at all: its unit is read again whole by the careful reader, which
+        # names the byte where the JSON stops parsing (a truncated or corrupt file, or a cut inside a string)
+        broken = {specs[r]["unit"] for r in tally.plan_errors}
+        for range_id, error in sorted(tally.plan_errors.items()):
+            log.warning("reading %s again whole: %s", specs[range_id]["path"], error)
+        fallen_back += sum(len(ranges[u]) for u in broken)
+        ranges = {u: r for u, r in ranges.items() if u not in broken}
+        shutil.rmtree(work_dir)
 
-    dup_keys, dup_orders = find_duplicates(clean, pc.field("new_dialogue") == 1)
-    tok, vocab_source = tokenizer_for(cfg.vocab, lambda: clean_vocab_counts(clean), cfg.min_count, cfg.max_vocab)
+    first = first_positions(specs, tally.records)
+    unit_of = np.asarray([s["unit"] for s in specs], np.int64)
+    input_of = np.asarray([units[s["unit"]][3] for s in specs], np.int64)
+    sample_rows = pc.field("row_kind") == "sample"
+    dup_keys, dup_orders = find_duplicates(work, sample_rows & (pc.field("new_dialogue") == 1))
+    tok, vocab_source = tokenizer_for(cfg.vocab, lambda: clean_vocab_counts(work), cfg.min_count, cfg.max_vocab)
     tok.save(out)
 
     manifest = Manifest(kind="dialog", inputs=[input_info(p, f) for p, f in inputs], vocab_size=tok.vocab_size,
                         vocab_source=vocab_source, max_len=cfg.max_len)
-    totals = column_totals(clean, CLEAN_COUNTERS + TRUNC_COUNTERS + ("new_dialogue",))
-    manifest.dialogues_in = totals.pop("new_dialogue") + clean.count_rows(filter=pc.field("reason").is_valid())
-    manifest.cleaning = {k: totals[k] for k in CLEAN_COUNTERS}
-    write_sample_shards(out, manifest, clean, DIALOG_SCHEMA, tok.marked_table,
-                        functools.partial(is_duplicate, dup_keys=dup_keys, dup_orders=dup_orders),
-                        cfg.rows_per_shard)
-    manifest.truncated = {"utterances": totals["trunc_utterances"], "context": totals["trunc_context"]}
-    manifest.rejected = dict(write_rejected(out / "rejected", _rejected_rows(clean, dup_keys, dup_orders)))
-    manifest.split_source = "corpus" if any(k is not None for _, _, k in units) else "hash"
+    manifest.dialogues_in = int(tally.records.sum())
+    manifest.cleaning = {k: tally.totals[k] for k in CLEAN_COUNTERS}
+    per_input_out = write_sample_shards(
+        out, manifest, work, DIALOG_SCHEMA, tok.marked_table, sample_rows,
+        functools.partial(finish_samples, dup_keys=dup_keys, dup_orders=dup_orders, unit_of=unit_of, first=first, input_of=input_of),
+        cfg.rows_per_shard, len(inputs))
+    manifest.truncated = {"utterances": tally.totals["trunc_utterances"], "context": tally.totals["trunc_context"]}
+    rejected_by_input: Counter = Counter()
+    manifest.rejected = dict(write_rejected(out / "rejected", _rejected_rows(work, dup_keys, dup_orders, unit_of, first, input_of,
+                                                                             rejected_by_input)))
+    records_in = np.bincount(input_of, weights=tally.records, minlength=len(inputs)).astype(np.int64)
+    manifest.sources = [{"path": p, "format": f, "dialogues_in": int(records_in[i]), "dialogues_out": int(per_input_out[i]),
+                         "rejected": int(rejected_by_input[i])} for i, (p, f) in enumerate(inputs)]
+    manifest.ranges_fallen_back = fallen_back
+    manifest.split_source = "corpus" if any(k is not None for _, _, k, _ in units) else "hash"
     manifest.seconds = round(time.time() - t0, 3)
     manifest.check()
     manifest.save(out)
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(out / "_work", ignore_errors=True)
     return manifest
 
 
+def finish_samples(t: pa.Table, dup_keys, dup_orders, unit_of, first, input_of) -> tuple[pa.Table, np.ndarray]:
+    """Sample rows of the work files -> rows of the shards (duplicates left out, `dialogue_id` =
+    "<unit>-<position in the unit>"), and the input index of each row."""
+    t = t.filter(pa.array(~is_duplicate(t, dup_keys, dup_orders)))
+    range_id = np.asarray(t.column("range_id"), np.int64)
+    position = first[range_id] + np.asarray(t.column("position"), np.int64)
+    ids = pc.binary_join_element_wise(pc.cast(pa.array(unit_of[range_id]), pa.string()), pc.cast(pa.array(position), pa.string()), "-")
+    return t.append_column("dialogue_id", ids), input_of[range_id]
+
+
 def plan_units(inputs: list[tuple[str, str]], range_bytes: int):
-    """Read units (path, format, split key) of the inputs, and the byte ranges of those that a plain
-    LCCC JSON file splits into ({unit index: [LcccRange, ...]}; other units are read whole, and so is
-    every unit when `range_bytes` is 0)."""
+    """Read units (path, format, split key, input index) of the inputs, and the byte ranges of those
+    that a plain LCCC JSON file splits into ({unit index: [LcccRange, ...]}; other units are read
+    whole, and so is every unit when `range_bytes` is 0)."""
     units, ranges = [], {}
-    for path, f in inputs:
+    for i, (path, f) in enumerate(inputs):
         fmt = readers.detect_format(path) if f == "auto" else f
         plan = readers.lccc_plan(path, range_bytes) if range_bytes and fmt == "lccc" and Path(path).is_file() else None
         if plan is None:
-            units += [(path, unit_fmt, key) for unit_fmt, key in readers.units(path, fmt)]
+            units += [(path, unit_fmt, key, i) for unit_fmt, key in readers.units(path, fmt)]
             continue
         for key, rngs in plan.items():
-            ranges[len(units)] = rngs
-            units.append((path, fmt, key))
+            if rngs:
+                ranges[len(units)] = rngs
+            units.append((path, fmt, key, i))
     return units, ranges
 
 
-def column_totals(clean, names) -> dict[str, int]:
-    """Sums of small count columns over the whole cleaned dataset (nulls count as 0)."""
-    totals = Counter()
-    for b in clean.to_batches(columns=list(names)):
-        for name in names:
-            totals[name] += pc.sum(b.column(name)).as_py() or 0
-    return {k: int(totals[k]) for k in names}
-
-
-def clean_totals(clean) -> tuple[int, dict[str, int]]:
-    """Records read and cleaning counts, summed from the cleaned dataset's small columns."""
-    n, totals = 0, Counter()
-    for b in clean.to_batches(columns=list(CLEAN_COUNTERS)):
-        n += b.num_rows
-        for name in CLEAN_COUNTERS:
-            totals[name] += int(np.asarray(b.column(name)).sum())
-    return n, {k: totals[k] for k in CLEAN_COUNTERS}
-
-
-def _rejected_rows(clean, dup_keys, dup_orders):
+def _rejected_rows(work, dup_keys, dup_orders, unit_of, first, input_of, by_input: Counter):
     """Rejected records, streamed: reader/cleaning rejections, then duplicates (with their record)."""
-    for b in clean.to_batches(columns=["source", "position", "reason", "record", "detail", "split"],
-                              filter=pc.field("reason").is_valid()):
+    for b in work.to_batches(columns=["range_id", "source", "position", "reason", "record", "detail", "split"],
+                             filter=pc.field("row_kind") == "rejected"):
         for r in b.to_pylist():
-            yield RejectedRecord(r["source"], r["position"], r["reason"], _loads(r["record"]), r["detail"], r["split"])
+            by_input[int(input_of[r["range_id"]])] += 1
+            yield RejectedRecord(r["source"], int(first[r["range_id"]]) + r["position"], r["reason"], _loads(r["record"]), r["detail"],
+                                 r["split"])
     if len(dup_keys):
-        first = (pc.field("new_dialogue") == 1) & pc.field("key").isin(pa.array(dup_keys, pa.int64()))
-        for b in clean.to_batches(columns=["source", "position", "pieces", "dialogue_id", "split", "key", "order"], filter=first):
+        firsts = (pc.field("row_kind") == "sample") & (pc.field("new_dialogue") == 1) & pc.field("key").isin(pa.array(dup_keys, pa.int64()))
+        for b in work.to_batches(columns=["range_id", "source", "position", "pieces", "split", "key", "order"], filter=firsts):
             b = duplicates_batch(pa.Table.from_batches([b]), dup_keys, dup_orders)
-            for r in b.select(["source", "position", "pieces", "dialogue_id", "split"]).to_pylist():
-                yield RejectedRecord(r["source"], r["position"], "duplicate", r["pieces"],
-                                     f"same cleaned dialogue as an earlier record ({r['dialogue_id']})", r["split"])
+            for r in b.select(["range_id", "source", "position", "pieces", "split"]).to_pylist():
+                unit, position, i = int(unit_of[r["range_id"]]), int(first[r["range_id"]]) + r["position"], int(input_of[r["range_id"]])
+                by_input[i] += 1
+                yield RejectedRecord(r["source"], position, "duplicate", r["pieces"],
+                                     f"same cleaned dialogue as an earlier record ({unit}-{position})", r["split"])
 
 
 def _loads(text):
@@ -400,7 +384,8 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
 
     sub = parser.add_subparsers(dest="kind", metavar="KIND")
     p = sub.add_parser("dialog", help="dialogue corpora -> turn-concatenated samples",
-                       description="Read LCCC JSON / JSONL / chatterbot YAML / HF datasets, clean, build a character "
+                       description="Read LCCC JSON / JSONL / chatterbot YAML / HF datasets / post<TAB>response pairs (.tsv/.txt) / "
+                                   "CSV with a dialogue id and an utterance column (CPED) / KdConv JSON, clean, build a character "
                                    "vocabulary, and write [CLS] u1 [SEP] u2 [SEP] ... Parquet shards.")
     p.add_argument("inputs", nargs="*", help="corpus files or dataset dirs (default: chatterbot-corpus Chinese)")
     p.add_argument("--format", choices=["auto", *readers.FORMATS], help="input format (default: detect)")

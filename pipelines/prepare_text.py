@@ -22,9 +22,9 @@ import pyarrow.dataset as pads
 
 from liaotian.pipelines import readers
 from liaotian.pipelines.cleaning import clean_texts, content_key
-from liaotian.pipelines.prepare import CLEAN_COUNTERS, _loads, clean_totals, find_duplicates, is_duplicate, report
+from liaotian.pipelines.prepare import CLEAN_COUNTERS, _loads, find_duplicates, is_duplicate, report
 from liaotian.pipelines.schema import SENTIMENT_SCHEMA, TEXT_SCHEMA, Manifest, RejectedRecord
-from liaotian.pipelines.shards import assign_split, check_output_dir, finish_output, input_info, read_units, tokenizer_for
+from liaotian.pipelines.shards import assign_split, check_output_dir, finish_output, input_info, read_specs, read_units, tokenizer_for
 
 LABEL_NAMES = ["negative", "positive"]
 
@@ -120,9 +120,10 @@ def clean_text_batch(batch: pa.Table, valid_fraction: float, test_fraction: floa
             "label": batch.column("label"), "key": pa.array(keys, pa.int64()),
             "reason": pa.array(reasons, pa.string()), "detail": pa.array(details, pa.string()),
             "record": pa.array(records, pa.string())}
-    for name in CLEAN_COUNTERS:
-        cols[name] = pa.array([counts.get(name, 0)] + [0] * (n - 1), pa.int64())
-    return pa.table(cols)
+    cols["row_kind"] = pa.array(["text"] * n, pa.string())
+    # the batch's cleaning counts: a row of their own, not riding on a text's row
+    tally = pa.table({"row_kind": ["counts"], **{name: pa.array([counts.get(name, 0)], pa.int64()) for name in CLEAN_COUNTERS}})
+    return pa.concat_tables([pa.table(cols), tally], promote_options="permissive")
 
 
 def count_batch(batch: pa.Table) -> pa.Table:
@@ -156,22 +157,22 @@ class EncodeTexts:
     def __call__(self, batch: pa.Table) -> pa.Table:
         drop = is_duplicate(batch, self.dup_keys, self.dup_orders) | np.isin(np.asarray(batch.column("order")), self.drop_orders)
         batch = batch.filter(pa.array(~drop))
-        ids, errors, cut = [], [], 0
+        ids, errors, cut = [], [], []
         for d in batch.column("pieces").to_pylist():
             try:
                 body = self.tok.encode(d[0][0])
-                cut += len(body) > self.max_len - 2
+                cut.append(int(len(body) > self.max_len - 2))
                 ids.append([self.tok.cls_id] + body[: self.max_len - 2] + [self.tok.sep_id])
                 errors.append(None)
             except Exception as e:
                 ids.append(None)
+                cut.append(0)
                 errors.append(f"{type(e).__name__}: {e}")
-        n = batch.num_rows
         split = [("_error" if e else s) for s, e in zip(batch.column("split").to_pylist(), errors)]
         return pa.table({"input_ids": pa.array(ids, pa.list_(pa.int32())), "label": batch.column("label").cast(pa.int32()),
                          "dialogue_id": batch.column("dialogue_id"), "split": pa.array(split, pa.string()),
                          "error": pa.array(errors, pa.string()), "new_dialogue": pa.array([0 if e else 1 for e in errors], pa.int8()),
-                         "trunc_texts": pa.array([cut] + [0] * (n - 1) if n else [], pa.int64())})
+                         "trunc_texts": pa.array(cut, pa.int64())})  # per row: was this text cut
 
 
 def run_texts(kind: str, cfg, inputs: list[tuple[str, str]], out_dir, overwrite=False, ray_cfg=None, default_vocab=None) -> Manifest:
@@ -186,12 +187,12 @@ def run_texts(kind: str, cfg, inputs: list[tuple[str, str]], out_dir, overwrite=
     out = check_output_dir(out_dir, overwrite)
     work = out / "_work"
     units = [(p, f, None) for p, f in inputs]
-    read_units(units, 4096, reader=read_texts).map_batches(
+    read_units(read_specs(units), 4096, reader=read_texts).map_batches(
         clean_text_batch, fn_kwargs=dict(valid_fraction=cfg.valid_fraction, test_fraction=cfg.test_fraction),
         batch_size=4096, batch_format="pyarrow").write_parquet(str(work / "clean"))
     clean = pads.dataset(str(work / "clean"), format="parquet")
-    kept = ray.data.read_parquet(str(work / "clean")).filter(expr=col("reason").is_null())
-    dup_keys, dup_orders = find_duplicates(clean)
+    kept = ray.data.read_parquet(str(work / "clean")).filter(expr=col("reason").is_null() & (col("row_kind") == "text"))
+    dup_keys, dup_orders = find_duplicates(clean, pc.field("reason").is_null() & (pc.field("row_kind") == "text"))
     drop_orders = _imbalance(clean, dup_keys, dup_orders, cfg) if kind == "sentiment" else np.zeros(0, np.int64)
     vocab = cfg.vocab or (str(default_vocab) if default_vocab and Path(default_vocab).exists() else None)
     tok, vocab_source = tokenizer_for(vocab, lambda: sum_counts(kept.map_batches(count_batch, batch_size=4096, batch_format="pyarrow")),
@@ -223,6 +224,13 @@ def run_texts(kind: str, cfg, inputs: list[tuple[str, str]], out_dir, overwrite=
     return m
 
 
+def clean_totals(clean) -> tuple[int, dict[str, int]]:
+    """Records read (text rows) and cleaning counts (the counts rows summed)."""
+    n = clean.count_rows(filter=pc.field("row_kind") == "text")
+    t = clean.to_table(columns=list(CLEAN_COUNTERS), filter=pc.field("row_kind") == "counts")
+    return n, {k: int(pc.sum(t.column(k)).as_py() or 0) for k in CLEAN_COUNTERS}
+
+
 def _imbalance(clean, dup_keys, dup_orders, cfg) -> np.ndarray:
     """Orders of the train minority records left out so that minority = majority / R (stable choice)."""
     if cfg.imbalance is None:
@@ -240,7 +248,8 @@ def _rejected(clean, dup_keys, dup_orders, drop_orders):
     for b in clean.to_batches(columns=["source", "position", "reason", "record", "detail"], filter=pc.field("reason").is_valid()):
         for r in b.to_pylist():
             yield RejectedRecord(r["source"], r["position"], r["reason"], _loads(r["record"]), r["detail"])
-    for b in clean.to_batches(columns=["source", "position", "pieces", "key", "order", "label", "split"], filter=pc.field("reason").is_null()):
+    for b in clean.to_batches(columns=["source", "position", "pieces", "key", "order", "label", "split"],
+                              filter=pc.field("reason").is_null() & (pc.field("row_kind") == "text")):
         t = pa.Table.from_batches([b])
         dup = is_duplicate(t, dup_keys, dup_orders)
         sub = np.isin(np.asarray(t.column("order")), drop_orders) & ~dup

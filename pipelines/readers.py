@@ -2,7 +2,7 @@
 
 Formats: LCCC JSON (a bare list of dialogues, or an object of splits, parsed incrementally with
 ijson so a multi-GB file never sits in memory; a plain file is also planned into byte ranges that
-are read in parallel, each into Arrow straight from its bytes: `lccc_plan`, `lccc_range_utterances`), JSONL (a list or {"dialog": [...]} per line),
+are parsed in parallel with msgspec: `lccc_plan`, `read_lccc_range`), JSONL (a list or {"dialog": [...]} per line),
 chatterbot YAML, and a Hugging Face dataset directory (`save_to_disk`, memory-mapped Arrow).
 
 Bad input policy: a bad *record* becomes a `RejectedRecord` (source, position, reason, record) and
@@ -16,6 +16,7 @@ be opened or whose format cannot be recognised raises `CorpusError` naming the f
 from __future__ import annotations
 
 import codecs
+import io
 import json
 import os
 import re
@@ -24,11 +25,13 @@ from pathlib import Path
 from typing import Iterator
 
 import ijson
-import numpy as np
+import msgspec
 
 from liaotian.pipelines.schema import RejectedRecord
 
-FORMATS = ("lccc", "jsonl", "chatterbot", "hf")
+FORMATS = ("lccc", "jsonl", "chatterbot", "hf", "pairs", "csv", "kdconv")
+# CSV dialogues (CPED's layout): the default columns of the dialogue id and of the utterance.
+CSV_COLUMNS = ("Dialogue_ID", "Utterance")
 # JSONL / HF rows may wrap the utterance list in an object under one of these keys.
 DIALOGUE_KEYS = ("dialog", "dialogue", "utterances", "conversation", "turns")
 # Corpus split names -> ours. Anything else is an error naming the key (never silently merged).
@@ -79,11 +82,19 @@ def detect_format(path: str | Path) -> str:
         return "chatterbot"
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
+    if suffix == ".csv":
+        return "csv"
     with open(p, "rb") as f:
         head = f.read(1 << 16)
     text = head.decode("utf-8", "liaotian-mark").lstrip("\ufeff \t\r\n")
     if not text:
         raise CorpusError(f"{p}: empty file")
+    if suffix in (".tsv", ".txt"):
+        if "\t" in text.split("\n", 1)[0]:
+            return "pairs"
+        raise CorpusError(f"{p}: a text file whose first line has no tab; dialogue pairs are post<TAB>response lines")
+    if text[0] in "[{" and re.match(r'[\[{]\s*(?:"[^"]*"\s*:\s*)?\{\s*"messages"\s*:', text):
+        return "kdconv"
     if text[0] == "{":
         # An object on its own first line is a JSONL row; LCCC's object of splits spans lines.
         return "jsonl" if _first_line_is_value(text) else "lccc"
@@ -170,16 +181,27 @@ def lccc_splits(path: str | Path) -> list[str | None]:
 
 def read_lccc(path: str | Path, split_key: str | None = None) -> Iterator[RawDialogue | RejectedRecord]:
     """One split (`split_key`, a top-level key) or the whole bare list of an LCCC JSON file."""
+    return _read_json_items(path, f"{split_key}.item" if split_key is not None else "item", split_key)
+
+
+def _read_json_items(path, prefix: str, split_key: str | None, items=None) -> Iterator[RawDialogue | RejectedRecord]:
+    """The values under `prefix` of a JSON file, streamed, each checked by `to_record`. With
+    `items(stream)` (yielding (key, value) pairs of an object of records) the values come back
+    unchecked, wrapped in a `RawDialogue`, for the caller to check."""
     source = str(path)
     split = SPLIT_NAMES[split_key] if split_key is not None else None
-    prefix = f"{split_key}.item" if split_key is not None else "item"
     position = 0
     with open(path, "rb") as f:
         stream = _Utf8Marked(f)
         try:
-            for value in ijson.items(stream, prefix, use_float=True):
-                yield to_record(source, position, split, value)
-                position += 1
+            if items is None:
+                for value in ijson.items(stream, prefix, use_float=True):
+                    yield to_record(source, position, split, value)
+                    position += 1
+            else:
+                for _, value in items(stream):
+                    yield RawDialogue(source, position, split, value)
+                    position += 1
         except ijson.JSONError as e:
             message = str(e).strip().splitlines()[0]
             reason = "truncated_json" if "premature EOF" in message or "Incomplete" in message else "invalid_json"
@@ -245,6 +267,82 @@ def chatterbot_files(language: str = "chinese") -> list[Path]:
     return files
 
 
+# ------------------------------------------------------------------ post/response pairs (TSV)
+
+def read_pairs(path: str | Path) -> Iterator[RawDialogue | RejectedRecord]:
+    """`post<TAB>response` lines (STC, CDial-GPT's toy data); more tab-separated fields are more turns.
+    Positions are 1-based line numbers; a line without a tab is rejected as `bad_row`."""
+    source = str(path)
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = raw.decode("utf-8", "liaotian-mark").rstrip("\r\n")
+            if not line.strip():
+                continue  # blank lines are layout, not records
+            fields = line.split("\t")
+            if len(fields) < 2:
+                yield RejectedRecord(source, lineno, "bad_row", line, f"line {lineno} has no tab between post and response")
+                continue
+            yield to_record(source, lineno, None, fields)
+
+
+# ------------------------------------------------------------------ CSV, one utterance per row (CPED)
+
+def read_csv_dialogues(path: str | Path, columns: tuple[str, str] = CSV_COLUMNS) -> Iterator[RawDialogue | RejectedRecord]:
+    """Rows of one dialogue share a dialogue id and follow each other in the file; a dialogue is the
+    run of rows with the same id (an id seen again later starts a new dialogue). Position: the line
+    number of the dialogue's first row. A row without the id or the utterance is rejected as
+    `bad_row` and ends the dialogue it would have continued."""
+    import csv
+
+    source = str(path)
+    id_col, utt_col = columns
+    with open(path, encoding="utf-8-sig", errors="liaotian-mark", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise CorpusError(f"{path}: no column {missing} among {reader.fieldnames} (set data.dialog.csv_columns)")
+        current, start, utterances = None, 0, []
+        for row in reader:
+            lineno = reader.line_num
+            dialogue_id, utterance = row.get(id_col), row.get(utt_col)
+            if not dialogue_id or utterance is None:
+                if utterances:
+                    yield to_record(source, start, None, utterances)
+                current, utterances = None, []
+                yield RejectedRecord(source, lineno, "bad_row", row, f"line {lineno}: no {id_col if not dialogue_id else utt_col}")
+                continue
+            if dialogue_id != current:
+                if utterances:
+                    yield to_record(source, start, None, utterances)
+                current, start, utterances = dialogue_id, lineno, []
+            utterances.append(utterance)
+        if utterances:
+            yield to_record(source, start, None, utterances)
+
+
+# ------------------------------------------------------------------ KdConv-style JSON
+
+def read_kdconv(path: str | Path) -> Iterator[RawDialogue | RejectedRecord]:
+    """`[{"messages": [{"message": "..."}, ...]}, ...]`, or an object of such dialogues, streamed
+    like LCCC JSON (the same rejections for a file that stops parsing)."""
+    with open(path, "rb") as f:
+        first = f.read(1 << 12).decode("utf-8", "liaotian-mark").lstrip("\ufeff \t\r\n")[:1]
+    if first == "{":
+        items = lambda stream: ijson.kvitems(stream, "", use_float=True)  # noqa: E731
+    else:
+        items = lambda stream: enumerate(ijson.items(stream, "item", use_float=True))  # noqa: E731
+    for rec in _read_json_items(path, "item", None, items):
+        yield rec if isinstance(rec, RejectedRecord) else _kdconv_record(rec)
+
+
+def _kdconv_record(rec: RawDialogue) -> RawDialogue | RejectedRecord:
+    value = rec.utterances
+    messages = value.get("messages") if isinstance(value, dict) else None
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "message" in m for m in messages):
+        return RejectedRecord(rec.source, rec.position, "not_a_list", value, 'expected {"messages": [{"message": ...}, ...]}')
+    return to_record(rec.source, rec.position, None, [m["message"] for m in messages])
+
+
 # ------------------------------------------------------------------ Hugging Face datasets
 
 def hf_splits(path: str | Path) -> list[str | None]:
@@ -293,9 +391,16 @@ def units(path: str | Path, fmt: str = "auto") -> list[tuple[str, str | None]]:
     return [(fmt, None)]
 
 
-def read_unit(path: str | Path, fmt: str, split_key: str | None = None) -> Iterator[RawDialogue | RejectedRecord]:
+def read_unit(path: str | Path, fmt: str, split_key: str | None = None,
+              csv_columns: tuple[str, str] = CSV_COLUMNS) -> Iterator[RawDialogue | RejectedRecord]:
     if not Path(path).exists():
         raise CorpusError(f"{path}: no such file or directory")
+    if fmt == "pairs":
+        return read_pairs(path)
+    if fmt == "csv":
+        return read_csv_dialogues(path, tuple(csv_columns))
+    if fmt == "kdconv":
+        return read_kdconv(path)
     if fmt == "lccc":
         return read_lccc(path, split_key)
     if fmt == "jsonl":
@@ -314,331 +419,147 @@ def read_corpus(path: str | Path, fmt: str = "auto") -> Iterator[RawDialogue | R
 
 
 # ------------------------------------------------------------------ LCCC JSON in byte ranges (parallel reads)
-# A plan of a whole LCCC file: for each split (or the bare list), byte ranges that each hold a whole
-# number of dialogues, with the index of their first dialogue. One streaming NumPy scan of the bytes
-# (16 MiB at a time: memory does not grow with the file) that also *validates* the file: strings and
-# escapes, the JSON grammar of the tokens, no literal other than strings, one top-level object at most.
-# Only a file that passes reads in ranges; any other file (truncated, corrupt, numbers, nested
-# objects, a BOM...) is read by `read_lccc` exactly as before, so bad input behaves as it always did.
+# A plain LCCC file is cut into byte ranges of about `range_bytes` that are parsed in parallel, each
+# with msgspec. The cuts are not found by a scan of the file: at every `range_bytes` the planner looks
+# for the next `] , [` (a dialogue's end and the next one's start) and cuts at its comma. Such a cut
+# can land inside a string only if an utterance holds `], [` literally; then the range before it ends
+# inside that string and cannot parse, so a wrong cut is never silent: the range is read again by the
+# careful reader (ijson, record by record), and when that fails too, the whole unit is re-read the
+# careful way (`RangePlanError`). Parsers measured on this machine (benchmarks/lccc_parsers.py, CPU
+# time of one thread, docs/results/benchmarks/lccc_parsers.txt), MiB/s on LCCC-base valid (2.8 MiB) /
+# 1M synthetic dialogues (104 MiB). Whole file to Python lists: pysimdjson 179 / 66, orjson 170 / 79,
+# msgspec 143 / 63, ijson (yajl2_c) 117 / 48. In 4 MiB ranges with the check the job needs (every
+# dialogue a list of strings): msgspec typed as list[list[str]] (parse and check in one C pass)
+# 145 / 93, orjson + the check in Python 117 / 74 (orjson alone, unchecked, 175 / 109). So msgspec, typed.
+
+# `]`, whitespace, the comma between two dialogues, whitespace, `[`.
+_DIALOGUE_BOUNDARY = re.compile(rb"\][ \t\r\n]*(,)[ \t\r\n]*\[")
+# A split of an object-of-splits file: its key and the `[` that opens its list (a key pattern cannot
+# occur inside a JSON string: its quotes would be escaped).
+_SPLIT_START = re.compile(rb'"([^"\\]*)"[ \t\r\n]*:[ \t\r\n]*\[')
+_SPLIT_AFTER = re.compile(rb'\][ \t\r\n]*,[ \t\r\n]*"([^"\\]*)"[ \t\r\n]*:[ \t\r\n]*\[')
+_WHITESPACE_BYTES = b" \t\r\n"
+_NOT_WHITESPACE = re.compile(rb"[^ \t\r\n]")
+
 
 @dataclass(frozen=True)
 class LcccRange:
     start: int  # byte offset of the range's first byte (just after a '[' or a ',')
     end: int  # one past its last byte (the next ',' or the closing ']')
-    first: int  # index in its split of the range's first dialogue (the records' `position`)
-    count: int  # dialogues in the range
 
 
-_SCAN_BLOCK = 16 << 20
-_OPEN_L, _CLOSE_L, _OPEN_O, _CLOSE_O, _COMMA, _COLON, _STR = range(1, 8)
-_QUOTE, _WS, _OTHER = 8, 9, 10
-_CLS = np.full(256, _OTHER, np.uint8)
-for _c, _k in ((b"[", _OPEN_L), (b"]", _CLOSE_L), (b"{", _OPEN_O), (b"}", _CLOSE_O), (b",", _COMMA), (b":", _COLON),
-               (b'"', _QUOTE), (b" ", _WS), (b"\t", _WS), (b"\n", _WS), (b"\r", _WS)):
-    _CLS[_c[0]] = _k
-# JSON grammar on token pairs: which token may follow which (row: previous, column: next; 0 = start).
-_FOLLOWS = np.zeros((8, 8), bool)
-for _prev, _nexts in ((0, (_OPEN_L, _OPEN_O)), (_OPEN_L, (_STR, _OPEN_L, _CLOSE_L, _OPEN_O)), (_OPEN_O, (_STR, _CLOSE_O)),
-                      (_STR, (_COMMA, _CLOSE_L, _CLOSE_O, _COLON)), (_COLON, (_STR, _OPEN_L, _OPEN_O)),
-                      (_COMMA, (_STR, _OPEN_L, _OPEN_O)), (_CLOSE_L, (_COMMA, _CLOSE_L, _CLOSE_O)),
-                      (_CLOSE_O, (_COMMA, _CLOSE_L, _CLOSE_O))):
-    _FOLLOWS[_prev, list(_nexts)] = True
-_TOKEN = np.arange(16, dtype=np.int64)
-_TOKEN[_QUOTE] = _STR  # an opening quote is the string's token
-_DELTA = np.zeros(8, np.int64)
-_DELTA[[_OPEN_L, _OPEN_O]], _DELTA[[_CLOSE_L, _CLOSE_O]] = 1, -1
-_ESCAPES = np.zeros(256, bool)
-_ESCAPES[list(b'"\\/bfnrtu')] = True
-_HEX = np.zeros(256, bool)
-_HEX[list(b"0123456789abcdefABCDEF")] = True
+_PLAIN_LCCC = msgspec.json.Decoder(list[list[str]])
 
 
-def _escapes(b: np.ndarray, n: int, carried: bool = False) -> tuple[np.ndarray, bool]:
-    """Positions (< n) of the bytes of `b[:n]` that a backslash escapes, and whether `b[n]` is escaped
-    too (`carried`: whether `b[0]` is). Raises _NotSimple for an invalid escape or a \\u surrogate half."""
-    head = b[:n]
-    is_bs = head == 0x5C
-    if not carried and not is_bs.any():
-        return np.zeros(0, np.int64), False
-    bs = np.flatnonzero(is_bs)
-    pos = np.concatenate([[-1], bs]) if carried else bs  # a carried odd run ends at -1
-    breaks = np.flatnonzero(np.diff(pos) != 1) + 1
-    run_start = pos[np.concatenate([[0], breaks])]
-    run_end = pos[np.concatenate([breaks - 1, [len(pos) - 1]])]
-    escaped = run_end[((run_end - run_start + 1) % 2) == 1] + 1
-    carry = bool(len(escaped) and escaped[-1] == n)
-    escaped = escaped[escaped < n]
-    if len(escaped):
-        tb = head[escaped]
-        if not _ESCAPES[tb].all():
-            raise _NotSimple("invalid escape")
-        for u in escaped[tb == ord("u")]:  # \uXXXX: four hex digits, no surrogate halves
-            digits = b[u + 1:u + 5]
-            if len(digits) < 4 or not _HEX[digits].all() or bytes(digits[:1]).lower() == b"d" and digits[1] >= ord("8"):
-                raise _NotSimple("\\u escape")
-    return escaped, carry
-
-
-class _NotSimple(Exception):
-    """The file is not a plain LCCC file of strings: read it the careful way."""
+class RangePlanError(Exception):
+    """A planned range does not parse even record by record: the cut or the file is broken, so the
+    whole unit is read again by `read_lccc` (which names the byte where the JSON stops parsing)."""
 
 
 def lccc_plan(path: str | Path, range_bytes: int = 4 << 20) -> dict[str | None, list[LcccRange]] | None:
-    """{split key (None for a bare list): [LcccRange, ...]} in file order, or None when the file must
-    be read whole by `read_lccc` (anything but a complete, plain LCCC file). Raises CorpusError for a
-    top-level key that is not a split, as `lccc_splits` does."""
-    try:
-        plan = _LcccScanner(range_bytes).scan(path)
-    except _NotSimple:
+    """{split key (None for a bare list): [LcccRange, ...]} in file order, or None when the file is
+    read whole by `read_lccc` (it does not start with '[' or '{', does not end with ']' or '}', or its
+    object is not {split: [dialogues], ...}: a truncated file, a BOM, a key that is not a split)."""
+    import mmap
+
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return None
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            first, last = _skip_ws(data, 0), _last_byte(data)
+            if first >= len(data) or (data[first], data[last]) not in ((ord("["), ord("]")), (ord("{"), ord("}"))):
+                return None
+            if data[first] == ord("["):
+                return {None: _cut(data, first + 1, last, range_bytes)}
+            units = _split_units(data, first, last)
+            if units is None:
+                return None
+            return {key: _cut(data, start, end, range_bytes) for key, start, end in units}
+
+
+def _last_byte(data, i: int | None = None) -> int:
+    i = len(data) - 1 if i is None else i
+    while i > 0 and data[i] in _WHITESPACE_BYTES:
+        i -= 1
+    return i
+
+
+def _split_units(data, first: int, last: int) -> list[tuple[str, int, int]] | None:
+    """(key, start, end) of each split's list in an object of splits, or None when it is not one."""
+    m = _SPLIT_START.match(data, _skip_ws(data, first + 1))
+    if m is None:
         return None
-    for k in plan:
-        if k is not None and k not in SPLIT_NAMES:
-            raise CorpusError(f"{path}: top-level key {k!r} is not a split ({sorted(SPLIT_NAMES)})")
-    return plan
+    after = list(_SPLIT_AFTER.finditer(data, m.end(), last))
+    close = _last_byte(data, last - 1)  # the `]` closing the last split
+    if data[close] != ord("]"):
+        return None
+    starts = [(m.group(1), m.end())] + [(a.group(1), a.end()) for a in after]
+    ends = [a.start() for a in after] + [close]
+    units = []
+    for (key, start), end in zip(starts, ends):
+        try:
+            key = json.loads(b'"' + key + b'"')
+        except ValueError:
+            return None
+        if key not in SPLIT_NAMES or key in {k for k, _, _ in units}:
+            return None  # a record that is an object, a key twice...: `read_lccc` reads it and names the key
+        units.append((key, start, end))
+    return units
 
 
-class _LcccScanner:
-    def __init__(self, range_bytes: int):
-        self.range_bytes = max(1, int(range_bytes))
-        self.in_str = False  # the next byte lies inside a string
-        self.escaped_next = False  # the next byte is escaped (a backslash run of odd length ended the block)
-        self.last = 0  # last token (0: none yet)
-        self.depth = 0
-        self.kind = None  # "list" | "object"
-        self.closed = False  # the top-level value has ended
-        self.plan: dict = {}
-        self.key = None  # the split being read (object kind)
-        self.unit_start = None  # byte after the '[' of the open unit (None: no unit open)
-        self.range_start = self.first = self.records = 0
-        self.pending_key = None
-
-    def scan(self, path) -> dict:
-        with open(path, "rb") as f:
-            self.fd = f.fileno()
-            buf, base = b"", 0  # base: file offset of buf[0]
-            while True:
-                chunk = f.read(_SCAN_BLOCK)
-                buf += chunk
-                final = not chunk
-                n = len(buf) if final else max(0, len(buf) - 8)  # keep 8 bytes: escapes are read ahead
-                if n:
-                    self._block(np.frombuffer(buf, np.uint8), n, base)
-                buf, base = buf[n:], base + n
-                if final:
-                    break
-        if not self.closed or self.in_str or self.kind is None:
-            raise _NotSimple("the top-level value does not end")  # truncated (or empty)
-        return self.plan
-
-    def _block(self, b: np.ndarray, n: int, base: int) -> None:
-        head = b[:n]
-        # --- escapes: a byte after a run of backslashes of odd length
-        escaped, self.escaped_next = _escapes(b, n, self.escaped_next)
-        # --- strings: unescaped quotes toggle. Only the bytes between strings (few) are looked at:
-        # each gap from a closing quote to the next opening quote, that quote included, in file order.
-        quotes = np.flatnonzero(head == 0x22)
-        if len(escaped):
-            quotes = quotes[~np.isin(quotes, escaped)]
-        first_open = 1 if self.in_str else 0  # quote k opens a string when k - first_open is even
-        opening, closing = quotes[first_open::2], quotes[1 - first_open::2]
-        starts = closing + 1 if self.in_str else np.concatenate([[0], closing + 1])
-        ends = opening if (len(quotes) + first_open) % 2 else np.append(opening, n - 1)  # inclusive
-        self.in_str = bool((len(quotes) + first_open) % 2)
-        lengths = ends - starts + 1
-        keep = lengths > 0
-        starts, lengths = starts[keep], lengths[keep]
-        idx = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
-        cls = _CLS[head[idx]]
-        if (cls == _OTHER).any():
-            raise _NotSimple("a byte outside strings that is not structure (number, literal, BOM, bad UTF-8...)")
-        if np.count_nonzero(head < 0x20) != np.count_nonzero(head[idx] < 0x20):  # newlines, tabs: between strings only
-            raise _NotSimple("a control character inside a string")
-        # --- tokens: structure outside strings, and each opening quote as one string token
-        is_tok = cls <= _QUOTE
-        tok_pos = idx[is_tok]
-        tok = _TOKEN[cls[is_tok]]
-        if not len(tok):
-            return
-        prev = np.concatenate([[self.last], tok[:-1]])
-        if self.closed or not _FOLLOWS[prev, tok].all():
-            raise _NotSimple("JSON grammar")
-        if self.kind is None:
-            self.kind = "list" if tok[0] == _OPEN_L else "object"
-        delta = _DELTA[tok]
-        after = self.depth + np.cumsum(delta)
-        before = after - delta
-        if (after < 0).any():
-            raise _NotSimple("unbalanced")
-        # one object at most, and only at the top; '}' closes it; ':' only as its key separator
-        is_o = (tok == _OPEN_O) | (tok == _CLOSE_O)
-        if is_o.any() and (self.kind != "object" or (before[tok == _OPEN_O] != 0).any() or (after[tok == _CLOSE_O] != 0).any()):
-            raise _NotSimple("a nested object")
-        if self.kind == "list" and (tok == _COLON).any():
-            raise _NotSimple("':' in a list")
-        ends = np.flatnonzero(after == 0)
-        if len(ends) and ends[0] != len(tok) - 1:
-            raise _NotSimple("content after the top-level value")
-        level = 2 if self.kind == "object" else 1  # depth at which dialogues live
-        if self.kind == "object":  # depth 1: "key" : [ ... ] , "key" : [ ... ]
-            nxt = np.append(tok[1:], -1)  # -1: the next token lies in the next block (checked there by pairs)
-            at1 = before == 1
-            if ((tok == _COLON) & ~at1).any():
-                raise _NotSimple("':' inside a split")
-            bad = at1 & (((tok == _STR) & (nxt != _COLON) & (nxt != -1)) | ((tok == _COLON) & (nxt != _OPEN_L) & (nxt != -1))
-                         | ((tok == _COMMA) & (nxt != _STR) & (nxt != -1)))
-            # a ':' at the end of a block followed by a non-'[' is caught by the unit event below
-            if bad.any():
-                raise _NotSimple("an object that is not {split: [dialogues]}")
-        self.last, self.depth = int(tok[-1]), int(after[-1])
-        if len(ends):
-            self.closed = True
-        # --- events: units open/close, keys; dialogue separators in bulk between them
-        opens = tok_pos[(tok == _OPEN_L) & (before == level - 1)]
-        closes = tok_pos[(tok == _CLOSE_L) & (after == level - 1)]
-        keys = tok_pos[(tok == _STR) & (before == 1)] if self.kind == "object" else np.zeros(0, np.int64)
-        commas = tok_pos[(tok == _COMMA) & (before == level)]
-        colons = tok_pos[(tok == _COLON)] if self.kind == "object" else np.zeros(0, np.int64)
-        empty_close = set(tok_pos[(tok == _CLOSE_L) & (after == level - 1) & (prev == _OPEN_L)].tolist())  # '[]'
-        events = sorted([(int(p), "open") for p in opens] + [(int(p), "close") for p in closes]
-                        + [(int(p), "key") for p in keys] + [(int(p), "colon") for p in colons])
-        done = 0  # commas consumed
-        for p, what in events:
-            upto = int(np.searchsorted(commas, p))
-            self._commas(commas[done:upto] + base)
-            done = upto
-            if what == "key":
-                if self.last_event == "colon":
-                    raise _NotSimple("a string where a split's list belongs")
-                self.pending_key = base + p
-            elif what == "colon":  # the key: the bytes from its opening quote to here (maybe in an earlier block)
-                text = os.pread(self.fd, base + p - self.pending_key, self.pending_key)
-                self.key = json.loads(text.decode("utf-8", "strict"))
-            elif what == "open":
-                if self.kind == "object":
-                    if self.last_event != "colon":
-                        raise _NotSimple("a split list without a key")
-                    if self.key in self.plan:
-                        raise _NotSimple("a split key twice")
-                self.plan[self.key] = []
-                self.unit_start = self.range_start = base + p + 1
-                self.first = self.records = 0
-            elif what == "close":
-                if p not in empty_close:
-                    self.plan[self.key].append(LcccRange(self.range_start, base + p, self.first, self.records + 1))
-                self.unit_start = None
-            self.last_event = what
-        self._commas(commas[done:] + base)
-
-    last_event = None
-
-    def _commas(self, commas: np.ndarray) -> None:
-        """Dialogue separators (file offsets, sorted) of the open unit: cut a range when it is big enough."""
-        while len(commas):
-            target = self.range_start + self.range_bytes
-            i = int(np.searchsorted(commas, target))
-            if i >= len(commas):
-                self.records += len(commas)
-                return
-            self.records += i  # the commas before the cut separate records inside the range
-            cut = int(commas[i])
-            self.plan[self.key].append(LcccRange(self.range_start, cut, self.first, self.records + 1))
-            self.first += self.records + 1
-            self.records = 0
-            self.range_start = cut + 1
-            commas = commas[i + 1:]
+def _skip_ws(data, i: int) -> int:
+    m = _NOT_WHITESPACE.search(data, i)
+    return m.start() if m else len(data)
 
 
-class _RangeStream:
-    """`[` + bytes [start, end) of a file + `]`, as a binary stream (the careful reader of one range)."""
-
-    def __init__(self, f, rng: LcccRange):
-        self.f, self.left, self.parts = f, rng.end - rng.start, [b"["]
-        f.seek(rng.start)
-
-    def read(self, n: int = -1) -> bytes:
-        if n == 0:  # ijson probes the stream's type with read(0)
-            return b""
-        if self.parts:
-            return self.parts.pop()
-        if self.left <= 0:
-            if self.left == 0:
-                self.left = -1
-                return b"]"
-            return b""
-        raw = self.f.read(min(self.left, n if n > 0 else self.left))
-        self.left -= len(raw)
-        return raw
+def _cut(data, start: int, end: int, range_bytes: int) -> list[LcccRange]:
+    """Ranges [start, end) of one list's body, cut at the first dialogue boundary after every `range_bytes`."""
+    if _NOT_WHITESPACE.search(data, start, end) is None:
+        return []
+    ranges, step = [], max(1, int(range_bytes))
+    while start + step < end:
+        m = _DIALOGUE_BOUNDARY.search(data, start + step, end)
+        if m is None:
+            break
+        ranges.append(LcccRange(start, m.start(1)))
+        start = m.start(1) + 1
+    ranges.append(LcccRange(start, end))
+    return ranges
 
 
-def read_lccc_range(path: str | Path, split_key: str | None, rng: LcccRange) -> Iterator[RawDialogue | RejectedRecord]:
-    """The dialogues of one planned range, each checked by `to_record` (invalid UTF-8 marked as in `read_lccc`)."""
+def read_lccc_range(path: str | Path, split_key: str | None, rng: LcccRange):
+    """The dialogues of one planned range, and why the fast read did not apply (None when it did).
+
+    Fast: msgspec decodes the range as `list[list[str]]`, parsing and checking types in one C pass,
+    and the dialogues come back as one pyarrow list<string> array. A range holding a record that is
+    not a list of strings is decoded untyped and each record checked by `to_record`; one that does
+    not decode (bytes that are not UTF-8, a lone surrogate escape, a broken cut) is read record by
+    record by ijson with invalid UTF-8 marked, as `read_lccc` does. Those two return a list of
+    `RawDialogue | RejectedRecord`, positions counted from 0 in the range. Raises `RangePlanError`
+    when even ijson cannot read the range."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     source = str(path)
     split = SPLIT_NAMES[split_key] if split_key is not None else None
     with open(path, "rb") as f:
-        for i, value in enumerate(ijson.items(_Utf8Marked(_RangeStream(f, rng)), "item", use_float=True)):
-            yield to_record(source, rng.first + i, split, value)
-
-
-_BAD_BYTE_UTF8 = BAD_BYTE.encode("utf-8")
-
-
-def lccc_range_utterances(path: str | Path, rng: LcccRange):
-    """The fast read of one planned range: a pyarrow list<string> array of its dialogues, built from
-    the bytes with NumPy (string contents sliced out between their quotes; only strings holding an
-    escape go through `json.loads`). None unless every dialogue is a flat list of strings in valid
-    UTF-8; `read_lccc_range` then reads the range record by record."""
-    import pyarrow as pa
-
-    with open(path, "rb") as f:
         f.seek(rng.start)
-        raw = f.read(rng.end - rng.start)
-    if _BAD_BYTE_UTF8 in raw:
-        return None
-    b = np.frombuffer(raw, np.uint8)
+        text = b"[" + f.read(rng.end - rng.start) + b"]"
     try:
-        escaped, _ = _escapes(b, len(b))
-    except _NotSimple:
-        return None
-    quotes = np.flatnonzero(b == 0x22)
-    if len(escaped):
-        quotes = quotes[~np.isin(quotes, escaped)]
-    if len(quotes) % 2:
-        return None
-    opening, closing = quotes[0::2], quotes[1::2]
-    starts, ends = np.concatenate([[0], closing + 1]), np.append(opening, len(b))  # between strings
-    lengths = ends - starts
-    gap = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
-    brackets = gap[(b[gap] == 0x5B) | (b[gap] == 0x5D)]
-    kinds = b[brackets]
-    if len(brackets) != 2 * rng.count or not (kinds[0::2] == 0x5B).all() or not (kinds[1::2] == 0x5D).all():
-        return None  # a record that is not a list, or a nested list
-    lo, hi = brackets[0::2], brackets[1::2]
-    record = np.searchsorted(lo, opening) - 1
-    if len(record) and ((record < 0).any() or (opening > hi[record]).any()):
-        return None  # a string between the lists
-    keep = np.ones(len(b), bool)
-    keep[gap] = False
-    keep[quotes] = False
-    sizes = closing - opening - 1
-    offsets = np.zeros(len(sizes) + 1, np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    if offsets[-1] >= 2**31 - 1:
-        return None
-    strings = pa.StringArray.from_buffers(len(sizes), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b[keep].tobytes()))
+        dialogues = pa.array(_PLAIN_LCCC.decode(text), pa.list_(pa.string()))
+        if not pc.any(pc.match_substring(dialogues.flatten(), BAD_BYTE)).as_py():
+            return dialogues, None
+        reason = "a string holding U+10FFFE (the marker of undecodable bytes)"
+    except msgspec.ValidationError as e:
+        reason = f"a record that is not a list of strings: {e}"
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        reason = f"msgspec: {e}"
+    if not reason.startswith("msgspec"):
+        values = msgspec.json.decode(text)
+        return [to_record(source, i, split, v) for i, v in enumerate(values)], reason
     try:
-        strings.validate(full=True)  # UTF-8
-    except pa.ArrowInvalid:
-        return None
-    backslashes = np.flatnonzero(b == 0x5C) if b"\\" in raw else ()
-    if len(backslashes):  # strings with escapes: decoded one by one, put back in place
-        owners = np.unique(np.searchsorted(opening, backslashes) - 1)
-        try:
-            fixed = pa.array([json.loads(raw[opening[i]:closing[i] + 1]) for i in owners], pa.string())
-        except (ValueError, pa.ArrowInvalid, pa.ArrowTypeError):
-            return None
-        take = np.arange(len(sizes))
-        take[owners] = len(sizes) + np.arange(len(owners))
-        strings = pa.concat_arrays([strings, fixed]).take(pa.array(take))
-    list_offsets = np.zeros(rng.count + 1, np.int32)
-    np.cumsum(np.bincount(record, minlength=rng.count), out=list_offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(list_offsets), strings)
+        values = list(ijson.items(_Utf8Marked(io.BytesIO(text)), "item", use_float=True))
+    except ijson.JSONError as e:
+        raise RangePlanError(f"{path} bytes {rng.start}-{rng.end}: {reason}; ijson: {str(e).strip().splitlines()[0]}") from None
+    return [to_record(source, i, split, v) for i, v in enumerate(values)], reason
+

@@ -32,6 +32,7 @@ REASONS = {
     "non_string_utterance": "an utterance that is not a string",
     "too_few_utterances": "fewer than 2 utterances left after cleaning",
     "duplicate": "the same cleaned dialogue (or text) seen earlier in the input order",
+    "bad_row": "a TSV/CSV row without the fields a dialogue needs (a tab, a dialogue id, an utterance)",
     "bad_label": "a sentiment label that is not an integer class",
     "empty_text": "a text that is empty after cleaning",
     "subsampled": "left out of train by --imbalance (a valid record, counted so that in == out + rejected)",
@@ -73,6 +74,8 @@ class Manifest:
     splits: dict[str, int] = field(default_factory=dict)  # split -> samples
     split_dialogues: dict[str, int] = field(default_factory=dict)  # split -> records
     split_source: str = "hash"  # "corpus" when the input carried its own splits
+    sources: list[dict] = field(default_factory=list)  # per input: path, format, dialogues_in/out, rejected (dialog job)
+    ranges_fallen_back: int = 0  # byte ranges read record by record (or their file read again whole), each logged with its reason
     vocab_size: int = 0
     vocab_source: str = "built"  # built | a vocab.txt path
     max_len: int = 0

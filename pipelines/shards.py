@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -26,97 +27,90 @@ OUR_ENTRIES = ("train", "valid", "test", "rejected", "_work", "manifest.json", "
 # statistics, which are kept for the scalar columns only).
 SHARD_WRITE_OPTIONS = dict(use_dictionary=False, compression="zstd", compression_level=1, write_statistics=["dialogue_id", "n_turns"])
 RAW_SCHEMA = pa.schema([
-    ("unit", pa.int64()), ("source", pa.string()), ("position", pa.int64()), ("split", pa.string()),
+    ("unit", pa.int64()), ("range_id", pa.int64()), ("source", pa.string()), ("position", pa.int64()), ("split", pa.string()),
     ("utterances", pa.list_(pa.string())), ("label", pa.int64()), ("reason", pa.string()), ("detail", pa.string()), ("record", pa.string()),
 ])
 
 
 # ------------------------------------------------------------------ reading
 
-def read_units(units: list[tuple[str, str, str | None]], rows_per_block: int, reader=None,
-               ranges: dict[int, list] | None = None, transform: Callable[[pa.Table], pa.Table] | None = None):
-    """A Ray Dataset of raw records: one streaming read task per (file, split), or per byte range of
-    it where `ranges[unit index]` lists them (`readers.lccc_plan`); each task yields blocks of
-    `rows_per_block` records as it parses, so no task ever holds a whole file. `transform`, when
-    given, runs on each block inside the read task (the dialog job cleans and encodes there: no
-    hand-off of raw blocks between tasks)."""
+@dataclass
+class ReadInfo:
+    """What one block of a read task says about its range besides its rows."""
+
+    range_id: int
+    records: int  # records read into this block
+    fallback: str | None = None  # why the range was read record by record instead of by orjson (first block only)
+    plan_error: str | None = None  # the range does not parse at all: its unit is read again whole
+
+
+def read_specs(units: list[tuple[str, str, str | None]], ranges: dict[int, list] | None = None) -> list[dict]:
+    """One read task per (file, split) unit, or per planned byte range of it (`ranges[unit index]`,
+    from `readers.lccc_plan`); `range_id` numbers the tasks in input order."""
+    specs = []
+    for unit, (path, fmt, key, *_) in enumerate(units):
+        for rng in (ranges or {}).get(unit, [None]):
+            specs.append({"range_id": len(specs), "unit": unit, "path": str(path), "format": fmt, "split_key": key,
+                          "start": -1 if rng is None else rng.start, "end": -1 if rng is None else rng.end})
+    return specs
+
+
+def read_units(specs: list[dict], rows_per_block: int, reader=None, transform: Callable | None = None):
+    """A Ray Dataset of raw records (`RAW_SCHEMA`): one task per spec (`read_specs`), each streaming
+    its file, split or byte range in blocks of `rows_per_block` records, so no task ever holds a whole
+    file. `transform(raw_block, ReadInfo) -> table`, when given, runs on each block inside the read
+    task (the dialog job cleans and encodes there: no hand-off of raw blocks between tasks)."""
     import ray
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
 
-    ranges = ranges or {}
-    specs = [(i, u, r) for i, u in enumerate(units) for r in ranges.get(i, [None])]
-
-    class CorpusSource(Datasource):
-        def estimate_inmemory_data_size(self):
-            return None
-
-        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-            return [ReadTask(lambda i=i, u=u, r=r: _transformed(_blocks(i, *u, rows_per_block, reader or readers.read_unit, r),
-                                                                transform),
-                             BlockMetadata(num_rows=r.count if r else None, size_bytes=None, exec_stats=None, input_files=[u[0]]),
-                             schema=RAW_SCHEMA if transform is None else None)
-                    for i, u, r in specs]
-
-    # one output per task, no re-splitting: the blocks are already the batches of the downstream step
-    return ray.data.read_datasource(CorpusSource(), override_num_blocks=max(1, len(specs)))
+    return ray.data.from_items(specs, override_num_blocks=max(1, len(specs))).map_batches(
+        _read_spec_blocks, batch_size=1, batch_format="pyarrow",
+        fn_kwargs=dict(rows=rows_per_block, reader=reader or readers.read_unit, transform=transform))
 
 
-def arrow_file_sink(path: str):
-    """A Ray Data datasink writing each write task's rows as one Arrow IPC file (lz4): the work files
-    of a job, written and read back once, need no Parquet encoding (pyarrow.dataset reads them with
-    format="arrow": filters and column projection as for Parquet)."""
-    from ray.data.datasource import BlockBasedFileDatasink
-
-    class ArrowFileSink(BlockBasedFileDatasink):
-        def __init__(self, path: str):
-            super().__init__(path, file_format="arrow")
-
-        def write_block_to_file(self, block, file) -> None:
-            table = block.to_arrow()
-            with pa.ipc.new_file(file, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
-                writer.write_table(table, max_chunksize=65536)
-
-    return ArrowFileSink(path)
+def _read_spec_blocks(specs: pa.Table, rows: int, reader, transform) -> Iterable[pa.Table]:
+    for spec in specs.to_pylist():
+        for table, info in spec_blocks(spec, rows, reader):
+            yield table if transform is None else transform(table, info)
 
 
-def _transformed(blocks: Iterable[pa.Table], transform) -> Iterable[pa.Table]:
-    return blocks if transform is None else (transform(b) for b in blocks)
-
-
-def _blocks(unit: int, path: str, fmt: str, split_key: str | None, rows: int, reader, rng=None) -> Iterable[pa.Table]:
-    if rng is not None:  # one byte range of an LCCC file: fast when it is plain, else record by record
-        table = _range_table(unit, path, split_key, rng)
-        if table is not None:
-            for start in range(0, table.num_rows, rows):
-                yield table.slice(start, rows)
+def spec_blocks(spec: dict, rows: int, reader=readers.read_unit) -> Iterable[tuple[pa.Table, ReadInfo]]:
+    """(raw table, ReadInfo) blocks of one read task. A byte range's positions count from 0 in the
+    range (the driver adds the range's first index once every range is counted); a whole unit's
+    are the reader's own."""
+    unit, range_id, path = spec["unit"], spec["range_id"], spec["path"]
+    fallback = None
+    if spec["start"] >= 0:
+        try:
+            records, fallback = readers.read_lccc_range(path, spec["split_key"], readers.LcccRange(spec["start"], spec["end"]))
+        except readers.RangePlanError as e:
+            yield _raw_table(unit, range_id, []), ReadInfo(range_id, 0, plan_error=str(e))
             return
-        records = readers.read_lccc_range(path, split_key, rng)
+        if fallback is None:  # a list<string> array of plain dialogues: no Python object per record
+            for start in range(0, len(records), rows):
+                part = records.slice(start, rows)
+                yield _plain_table(unit, range_id, path, spec["split_key"], start, part), ReadInfo(range_id, len(part))
+            return
     else:
-        records = reader(path, fmt, split_key)
+        records = reader(path, spec["format"], spec["split_key"])
     buf: list = []
     for rec in records:
         buf.append(rec)
         if len(buf) >= rows:
-            yield _raw_table(unit, buf)
-            buf = []
-    if buf:
-        yield _raw_table(unit, buf)
+            yield _raw_table(unit, range_id, buf), ReadInfo(range_id, len(buf), fallback)
+            buf, fallback = [], None
+    if buf or fallback:
+        yield _raw_table(unit, range_id, buf), ReadInfo(range_id, len(buf), fallback)
 
 
-def _range_table(unit: int, path: str, split_key: str | None, rng) -> pa.Table | None:
-    """The raw table of a plain range without a Python object per record (None: not plain)."""
-    utterances = readers.lccc_range_utterances(path, rng)
-    if utterances is None:
-        return None  # a string record, a nested list, bad UTF-8...: the careful path names the record and the reason
-    n = len(utterances)
+def _plain_table(unit: int, range_id: int, path: str, split_key: str | None, first: int, dialogues: pa.Array) -> pa.Table:
+    n = len(dialogues)
     split = readers.SPLIT_NAMES[split_key] if split_key is not None else None
     none = pa.nulls(n, pa.string())
     return pa.table({
-        "unit": pa.array(np.full(n, unit, np.int64)), "source": _repeat(str(path), n),
-        "position": pa.array(np.arange(rng.first, rng.first + n, dtype=np.int64)),
+        "unit": pa.array(np.full(n, unit, np.int64)), "range_id": pa.array(np.full(n, range_id, np.int64)),
+        "source": _repeat(str(path), n), "position": pa.array(np.arange(first, first + n, dtype=np.int64)),
         "split": none if split is None else _repeat(split, n),
-        "utterances": utterances, "label": pa.nulls(n, pa.int64()), "reason": none, "detail": none, "record": none,
+        "utterances": dialogues, "label": pa.nulls(n, pa.int64()), "reason": none, "detail": none, "record": none,
     }, schema=RAW_SCHEMA)
 
 
@@ -124,10 +118,11 @@ def _repeat(value: str, n: int) -> pa.Array:
     return pa.array([value], pa.string()).take(pa.array(np.zeros(n, np.int64)))
 
 
-def _raw_table(unit: int, recs: list) -> pa.Table:
+def _raw_table(unit: int, range_id: int, recs: list) -> pa.Table:
     ok = [not isinstance(r, RejectedRecord) for r in recs]
     return pa.table({
         "unit": pa.array([unit] * len(recs), pa.int64()),
+        "range_id": pa.array([range_id] * len(recs), pa.int64()),
         "source": pa.array([r.source for r in recs], pa.string()),
         "position": pa.array([r.position for r in recs], pa.int64()),
         "split": pa.array([r.split for r in recs], pa.string()),
@@ -266,59 +261,71 @@ def _error_rows(directory: Path):
             yield RejectedRecord(str(f), 0, "error", r["dialogue_id"], r["error"])
 
 
-def write_sample_shards(out: Path, manifest: Manifest, clean, schema: pa.Schema, lookup, drop: Callable[[pa.Table], object],
-                        rows_per_shard: int) -> None:
-    """Shards per split from the single pass's output (`clean`, a pyarrow dataset of sample rows in
-    code points, plus rejected rows), written by Ray tasks in parallel: each takes consecutive work files of at most
-    about `rows_per_shard` rows and writes one shard per split. Rows where `drop(table)` is True
-    (duplicates) are left out, code points become ids through `lookup` (one NumPy take), columns are
-    cast to the contract `schema`. Shards are then numbered in input order: `<split>/part-NNNNN.parquet`."""
+def write_sample_shards(out: Path, manifest: Manifest, work, schema: pa.Schema, lookup, rows: pc.Expression,
+                        finish: Callable[[pa.Table], tuple[pa.Table, np.ndarray]], rows_per_shard: int, n_inputs: int) -> np.ndarray:
+    """Shards per split from the work files of the single pass (`work`, a pyarrow dataset; the rows
+    matching `rows` are samples in code points), written by a Ray Data pass over groups of
+    consecutive work files of at most about `rows_per_shard` rows, one shard per group and split.
+    `finish(table) -> (table, input index per row)` leaves duplicates out and adds `dialogue_id`;
+    code points become ids through `lookup` (one NumPy take); columns are cast to the contract
+    `schema`. Shards are numbered in input order: `<split>/part-NNNNN.parquet`. Returns the
+    dialogues written per input."""
     import ray
 
-    fragments = sorted(clean.get_fragments(), key=lambda f: f.path)
-    files, sizes = [f.path for f in fragments], [f.count_rows() for f in fragments]
-    fmt = clean.format.default_extname
+    # Work files in input order: by their first sample's `order` (file names follow Ray's write tasks, not the input)
+    firsts, data_rows = {}, {}
+    for f in work.get_fragments():
+        t = f.to_table(columns=["order", "reason"], filter=pc.field("row_kind") != "counts")
+        firsts[f.path] = pc.min(t.filter(pc.is_null(t.column("reason"))).column("order")).as_py()
+        data_rows[f.path] = t.num_rows  # samples and rejected rows: the size of a group
+    files = sorted(firsts, key=lambda path: (firsts[path] is None, firsts[path] or 0, path))
+    sizes = [data_rows[f] for f in files]
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     target = max(1, min(rows_per_shard, -(-sum(sizes) // (2 * cpus))))  # >= 2 tasks per CPU: no idle tail
-    groups, current, rows = [], [], 0
-    for f, n in zip(files, sizes):
-        if current and rows + n > target:
+    groups, current, n = [], [], 0
+    for f, size in zip(files, sizes):
+        if current and n + size > target:
             groups.append(current)
-            current, rows = [], 0
+            current, n = [], 0
         current.append(f)
-        rows += n
+        n += size
     if current:
         groups.append(current)
     for split in SPLITS:
         (out / split).mkdir(parents=True, exist_ok=True)
-    task = ray.remote(num_cpus=1)(_shard_group)
-    lookup_ref = ray.put(lookup)
-    results = ray.get([task.remote(g, fmt, i, str(out), schema, lookup_ref, drop) for i, g in enumerate(groups)])
+    written = ray.data.from_items([{"index": i, "files": g} for i, g in enumerate(groups)], override_num_blocks=max(1, len(groups))).map_batches(
+        _shard_groups, batch_size=1, batch_format="pyarrow",
+        fn_kwargs=dict(out=str(out), schema=schema, lookup=lookup, rows=rows, finish=finish, n_inputs=n_inputs)).take_all()
+    written.sort(key=lambda w: w["index"])  # input order
+    per_input = np.zeros(n_inputs, np.int64)
     for split in SPLITS:
         manifest.splits[split], manifest.shards[split], manifest.split_dialogues[split] = 0, [], 0
-        for written in results:  # input order
-            if split in written:
-                rows, dialogues, tmp = written[split]
+        for w in written:
+            if w["split"] == split:
                 manifest.shards[split].append(f"{split}/part-{len(manifest.shards[split]):05d}.parquet")
-                Path(tmp).rename(out / manifest.shards[split][-1])
-                manifest.splits[split] += rows
-                manifest.split_dialogues[split] += dialogues
+                Path(w["path"]).rename(out / manifest.shards[split][-1])
+                manifest.splits[split] += w["rows"]
+                manifest.split_dialogues[split] += w["dialogues"]
+                per_input += np.asarray(w["per_input"], np.int64)
     manifest.dialogues_out = sum(manifest.split_dialogues.values())
     manifest.samples_out = sum(manifest.splits.values())
     manifest.tool_version = liaotian.__version__
+    return per_input
 
 
-def _shard_group(files: list[str], fmt: str, index: int, out: str, schema: pa.Schema, lookup, drop) -> dict:
-    """One Ray task of `write_sample_shards`: {split: (rows, dialogues, temporary shard path)}."""
+def _shard_groups(groups: pa.Table, out: str, schema: pa.Schema, lookup, rows, finish, n_inputs: int) -> pa.Table:
+    """One task of `write_sample_shards`: one temporary shard per split of its group of work files."""
     import pyarrow.dataset as pads
 
-    parts: dict[str, list[pa.Table]] = {s: [] for s in SPLITS}
-    for f in files:
-        t = pads.dataset(f, format=fmt).to_table(columns=list(schema.names) + ["split", "key", "order", "new_dialogue"],
-                                                filter=pc.field("reason").is_null())
+    written = []
+    for group in groups.to_pylist():
+        parts: dict[str, list[tuple[pa.Table, np.ndarray]]] = {s: [] for s in SPLITS}
+        dataset = pads.dataset(group["files"], format="parquet")
+        t = dataset.to_table(columns=[n for n in schema.names if n != "dialogue_id"] + ["range_id", "position", "split", "key", "order",
+                                                                                        "new_dialogue"], filter=rows)
         if not t.num_rows:
             continue
-        t = t.filter(pa.array(~np.asarray(drop(t), bool)))
+        t, input_of = finish(t)
         ids = t.column("input_ids").combine_chunks()
         mapped = lookup[ids.flatten().to_numpy(zero_copy_only=False)]
         t = t.set_column(t.schema.get_field_index("input_ids"), "input_ids",
@@ -327,12 +334,16 @@ def _shard_group(files: list[str], fmt: str, index: int, out: str, schema: pa.Sc
         for s in SPLITS:
             mask = split == s
             if mask.any():
-                parts[s].append(t.filter(pa.array(mask)))
-    written = {}
-    for s, tables in parts.items():
-        if tables:
-            t = pa.concat_tables(tables)
-            tmp = Path(out) / s / f".group-{index:05d}.parquet"
-            pq.write_table(t.select(schema.names).cast(schema), tmp, **SHARD_WRITE_OPTIONS)
-            written[s] = (t.num_rows, int(pc.sum(t.column("new_dialogue")).as_py() or 0), str(tmp))
-    return written
+                parts[s].append((t.filter(pa.array(mask)), input_of[mask]))
+        for s, tables in parts.items():
+            if tables:
+                t = pa.concat_tables([p for p, _ in tables])
+                new = np.asarray(t.column("new_dialogue"), np.int64)
+                per_input = np.bincount(np.concatenate([i for _, i in tables]), weights=new, minlength=n_inputs).astype(np.int64)
+                tmp = Path(out) / s / f".group-{group['index']:05d}.parquet"
+                pq.write_table(t.select(schema.names).cast(schema), tmp, **SHARD_WRITE_OPTIONS)
+                written.append({"index": group["index"], "split": s, "rows": t.num_rows, "dialogues": int(new.sum()),
+                                "path": str(tmp), "per_input": per_input.tolist()})
+    return pa.Table.from_pylist(written, schema=pa.schema([("index", pa.int64()), ("split", pa.string()), ("rows", pa.int64()),
+                                                           ("dialogues", pa.int64()), ("path", pa.string()),
+                                                           ("per_input", pa.list_(pa.int64()))]))

@@ -315,7 +315,7 @@ def _scaling_config(s, ScalingConfig):
         total = ray.cluster_resources()
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         for res, amount in per_worker.items():
-            need = amount * s.num_workers + (1 if res == "CPU" else 0)  # Ray Data needs a spare CPU (ray.md §2.2)
+            need = amount * s.num_workers + (1 if res == "CPU" else 0)  # Ray Data needs a spare CPU
             if total.get(res, 0) < need:
                 raise ConfigError(f"scaling: {s.num_workers} workers x {amount} {res} (+1 CPU for Ray Data) need {need:g} {res}, "
                                   f"the cluster has {total.get(res, 0):g}; lower num_workers/cpus_per_worker or add nodes")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from liaotian.config import ConfigError
+from liaotian.typed_config import ConfigError
 
 DECODE_PRECISIONS = ("auto", "fp32", "bf16", "int8")  # models/fast_decode.py (kept torch-free here for start-up)
 

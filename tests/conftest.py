@@ -1,6 +1,6 @@
 """Shared fixtures. Unit tests never start Ray; tests that take `ray_session` share one local cluster.
 
-Settings follow research/ray.md §3: logical CPUs above the real count (Ray hangs, not fails, when
+Settings that worked on a 2-core machine: logical CPUs above the real count (Ray hangs, not fails, when
 resources are exact), the dashboard on (Tune around Train needs the state API), pytest-timeout.
 """
 from __future__ import annotations

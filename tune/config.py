@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from liaotian.config import ConfigError
+from liaotian.typed_config import ConfigError
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 One trial = one `pipelines.train_job.run("classifier", ...)` - the same training code as `liaotian train
 classifier` - with the trial's overrides applied to a copy of `cfg.train.classifier`. Ray 2.60 no longer
-accepts a Trainer as a Tune trainable (research/ray.md §1), so the trial is a function that builds and
+accepts a Trainer as a Tune trainable, so the trial is a function that builds and
 fits the TorchTrainer itself and forwards rank 0's reports to Tune with `TuneReportCallback`; ASHA then
 stops weak trials on `val_balanced_accuracy`. After training the trial reports the test metrics once.
 
@@ -67,7 +67,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     # The trial's directory in the experiment's storage, not Tune's per-session staging copy
     # (get_trial_dir() under /tmp/ray/session_*): Train checkpoints and the model must outlive the
     # session so that a resumed sweep continues a trial's Train run. Train on several nodes needs a
-    # shared storage_path anyway (research/ray.md §2.2).
+    # shared storage_path anyway.
     trial_dir = Path(ctx["exp_dir"]) / _dirname(spec)
     trial_dir.mkdir(parents=True, exist_ok=True)
     with open(trial_dir / ATTEMPTS_FILE, "a", encoding="utf-8") as f:

@@ -99,7 +99,7 @@ def test_smooth_f1_macro_soft_f1():
 
 
 def test_smooth_f1_gradient_is_stop_gradient_weighted_ce():
-    """seed_spec §8: −∇log F1_c = Σ_pos (1/TP − 1/S) q_i ∇(−log q_i) + Σ_neg (1 − q_i)/S ∇(−log(1 − q_i))."""
+    """The smooth-F1 gradient: −∇log F1_c = Σ_pos (1/TP − 1/S) q_i ∇(−log q_i) + Σ_neg (1 − q_i)/S ∇(−log(1 − q_i))."""
     torch.manual_seed(0)
     logits = torch.randn(12, 3, requires_grad=True)
     targets = torch.tensor([0, 1, 2, 2, 0, 1, 1, 0, 2, 1, 0, 0])

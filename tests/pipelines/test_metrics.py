@@ -41,19 +41,23 @@ def test_bleu_by_hand_without_smoothing():
     assert M.corpus_bleu([[ref]], [hyp], max_n=4) == pytest.approx((4 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)
 
 
-def test_bleu_method1_smoothing_and_brevity_penalty():
-    # hyp "天气" vs ref "今天天气不错": p1 = 2/2, p2 = 1/1, p3 = 0 -> 0.1/1, p4 = 0 -> 0.1/1 (denominator >= 1)
-    bp = math.exp(1 - 6 / 2)
-    assert M.corpus_bleu([["今天天气不错"]], ["天气"], max_n=4) == pytest.approx(bp * (1 * 1 * 0.1 * 0.1) ** 0.25)
+def test_bleu_floor_smoothing_and_brevity_penalty():
+    # hyp "天气是" vs ref "今天天气不错": p1 = 2/3, p2 = 1/2, p3 = 0 -> 0.1/1 (floor smoothing), BP = exp(1 - 6/3)
+    bp = math.exp(1 - 6 / 3)
+    assert M.corpus_bleu([["今天天气不错"]], ["天气是"], max_n=3) == pytest.approx(bp * (2 / 3 * 1 / 2 * 0.1) ** (1 / 3))
+    # no 3-gram anywhere in the corpus: sacrebleu gives 0 (NLTK's rule gave bp * (1 * 1 * 0.1 * 0.1) ** 0.25)
+    assert M.corpus_bleu([["今天天气不错"]], ["天气"], max_n=4) == 0.0
     assert M.corpus_bleu([["今天"]], ["不错"]) == 0.0  # no unigram match at all
     assert M.corpus_bleu([["今天"]], [""]) == 0.0
 
 
-def test_bleu_pools_counts_over_the_corpus_like_nltk():
+def test_bleu_pools_counts_over_the_corpus():
     refs, hyps = [["今天天气不错"], ["我也是"]], ["今天天气很好", "我是"]
-    # values computed with nltk 3.4.5 corpus_bleu(..., smoothing_function=SmoothingFunction().method1)
+    # equal to nltk 3.4.5 corpus_bleu(..., smoothing_function=SmoothingFunction().method1) where every reply has
+    # n tokens; with "我是" shorter than 3, NLTK counted one 3-gram and one 4-gram for it (0.3883479408242593)
     assert M.corpus_bleu(refs, hyps, max_n=2) == pytest.approx(0.5404167777297231, abs=1e-12)
-    assert M.corpus_bleu(refs, hyps, max_n=4) == pytest.approx(0.3883479408242593, abs=1e-12)
+    # pooled: p1 = 6/8, p2 = 3/6, p3 = 2/4, p4 = 1/3, closest reference lengths 6 + 3 > 8 -> BP = exp(1 - 9/8)
+    assert M.corpus_bleu(refs, hyps, max_n=4) == pytest.approx(math.exp(1 - 9 / 8) * (6 / 8 * 3 / 6 * 2 / 4 * 1 / 3) ** 0.25)
     # several references: clipping by the max count in any reference, closest reference length
     assert M.corpus_bleu([["我也", "我也是的"]], ["我也是"], max_n=1) == pytest.approx(1.0)
     with pytest.raises(ValueError):

@@ -81,23 +81,28 @@ def _ranges_vs_whole(p, range_bytes):
     import pyarrow as pa
 
     from liaotian.pipelines.readers import lccc_plan, read_lccc
-    from liaotian.pipelines.shards import _blocks, _raw_table
+    from liaotian.pipelines.shards import _raw_table, spec_blocks
 
     plan = lccc_plan(p, range_bytes)
     assert plan is not None
     for unit, (key, rngs) in enumerate(plan.items()):
-        whole = _raw_table(unit, list(read_lccc(p, key)))
-        parts = [t for r in rngs for t in _blocks(unit, str(p), "lccc", key, 3, None, r)]
+        whole = _raw_table(unit, 0, list(read_lccc(p, key)))
+        parts, first = [], 0
+        for r in rngs:
+            spec = {"unit": unit, "range_id": 0, "path": str(p), "format": "lccc", "split_key": key, "start": r.start, "end": r.end}
+            blocks = [t for t, _ in spec_blocks(spec, 3)]
+            got = pa.concat_tables(blocks)
+            parts.append(got.set_column(3, "position", pa.compute.add(got.column("position"), first)))
+            first += got.num_rows
         got = pa.concat_tables(parts) if parts else whole.slice(0, 0)
         assert got.to_pylist() == whole.to_pylist()
-        assert sum(r.count for r in rngs) == whole.num_rows
     return plan
 
 
 @pytest.mark.parametrize("range_bytes", [1, 7, 40, 1 << 20])
 def test_lccc_ranges_read_exactly_what_the_whole_file_read_does(tmp_path, range_bytes):
     dialogues = [["你 好", "好 的"], [], ["a\"]", "c\\\"[,", "\u4e00 \n tab\t"], "a string", ["x", ["nested"]], ["只 有"],
-                 ["\U0010fffe marked", "y"], ["ｆｕｌｌ"] * 3]
+                 ["\U0010fffe marked", "y"], ["ｆｕｌｌ"] * 3, ["a", 3], ["b", None], None]
     splits = {"train": dialogues * 3, "valid": [], "test": [["z", "w"]]}
     p = tmp_path / "s.json"
     p.write_text(json.dumps(splits, ensure_ascii=False, indent=1))
@@ -109,11 +114,9 @@ def test_lccc_ranges_read_exactly_what_the_whole_file_read_does(tmp_path, range_
 
 
 @pytest.mark.parametrize("text", [
-    '[["a","b"],["c","d"],["e",',  # truncated
-    '[["a","b"],["c", 3]]', '[["a",null]]', '[["a","b"] ["c"]]', '[["a","b"],]', '[["a","b"]] x', '\ufeff[["a","b"]]',
-    '[{"dialog": ["a"]}]', '{"train": "x"}', '{"train": [["a"]], "train": [["b"]]}', '[["\\ud83d\\ude00"]]', '[["\\x"]]',
-    '[["a\nb"]]', '{"train": [["a"]]}{', '', '  '])
-def test_lccc_plan_leaves_every_other_file_to_the_careful_reader(tmp_path, text):
+    '[["a","b"],["c","d"],["e",', '[["a","b"]] x', '\ufeff[["a","b"]]', '{"train": "x"}', '{"train": [["a"]], "train": [["b"]]}',
+    '{"train": [["a"]], "training": [["b"]]}', '{"train": [["a"]]}{', '', '  '])
+def test_lccc_plan_leaves_files_that_are_not_whole_lists_to_the_careful_reader(tmp_path, text):
     from liaotian.pipelines.readers import lccc_plan
 
     p = tmp_path / "x.json"
@@ -121,25 +124,26 @@ def test_lccc_plan_leaves_every_other_file_to_the_careful_reader(tmp_path, text)
     assert lccc_plan(p, 4) is None
 
 
-def test_lccc_plan_names_a_key_that_is_not_a_split(tmp_path):
-    from liaotian.pipelines.readers import lccc_plan
+@pytest.mark.parametrize("text", ['[["a","b"] ["c"]]', '[["a","b"],]', '[["\\x"]]', '[["a\nb"]]', '[["a"], ["b], [c"], ["d"]]'])
+def test_a_range_that_does_not_parse_is_never_read_silently(tmp_path, text):
+    """Corrupt JSON inside the list, or a cut inside a string that holds `], [`: the range raises
+    RangePlanError (the job then reads the file whole, the careful way)."""
+    from liaotian.pipelines.readers import RangePlanError, lccc_plan, read_lccc_range
 
-    p = tmp_path / "s.json"
-    p.write_text('{"train": [["a","b"]], "training": [["c","d"]]}')
-    with pytest.raises(CorpusError, match="training"):
-        lccc_plan(p)
+    p = tmp_path / "x.json"
+    p.write_text(text)
+    plan = lccc_plan(p, 1)
+    with pytest.raises(RangePlanError, match="bytes"):
+        for r in plan[None]:
+            read_lccc_range(p, None, r)
 
 
-def test_lccc_plan_of_a_large_file_scans_in_blocks(tmp_path, monkeypatch):
-    """Scan blocks far smaller than the file (escapes and strings cut at block edges) give the same plan."""
-    from liaotian.pipelines import readers
+def test_a_range_with_odd_records_names_why_it_was_read_record_by_record(tmp_path):
+    from liaotian.pipelines.readers import lccc_plan, read_lccc_range
 
-    rows = [[f"第 {i} 句 \\ \"", "好 的 \\u"] for i in range(300)]
-    p = tmp_path / "big.json"
-    p.write_text(json.dumps({"train": rows, "test": rows[:5]}, ensure_ascii=False))
-    whole = readers.lccc_plan(p, 500)
-    for block in (9, 10, 13, 64, 1000):
-        monkeypatch.setattr(readers, "_SCAN_BLOCK", block)
-        assert readers.lccc_plan(p, 500) == whole
-    assert sum(r.count for r in whole["train"]) == 300 and len(whole["train"]) > 5
-    _ranges_vs_whole(p, 500)
+    p = tmp_path / "x.json"
+    p.write_bytes(b'[["a","b"],["c",3],["\xff","d"]]')
+    (plain, ok), (typed, why_typed), (bad_utf8, why_utf8) = [read_lccc_range(p, None, r) for r in lccc_plan(p, 1)[None]]
+    assert ok is None and plain.to_pylist() == [["a", "b"]]
+    assert "not a list of strings" in why_typed and typed[0].reason == "non_string_utterance"
+    assert why_utf8.startswith("msgspec") and bad_utf8[0].reason == "invalid_utf8"
