@@ -1,19 +1,69 @@
-"""Connecting to Ray: join RAY_ADDRESS / ray.address, or start a local cluster on demand.
+"""Connecting to Ray: join RAY_ADDRESS / ray.address, a local `ray start --head`, or start a cluster.
 
 The only place that reads Ray-related environment variables. Nothing here assumes one machine:
 on a cluster, `RAY_ADDRESS=auto` (or `ray job submit`) makes every stage join it unchanged.
+
+Starting a local cluster costs 3-6 s on a 2-core machine, every command. A user who runs many
+commands starts one once (`ray start --head --num-cpus 4`) and every command joins it in under a
+second; `ray.address: local` (or LIAOTIAN_RAY_REUSE=0, which the tests set) never joins one.
 """
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import tempfile
 from pathlib import Path
 
 from liaotian.config import RayConfig
+
+# Ray's own log lines that every command would otherwise print, and why they are not news here:
+QUIET_LOGGERS = {
+    # "Token authentication is enabled ... Set RAY_AUTH_MODE=disabled to opt out": on purpose (the
+    # dashboard of a local cluster is then closed to other local users); the README says so once.
+    "ray._private.authentication.authentication_token_setup": logging.ERROR,
+    # "Progress bars disabled" and the "Starting execution of Dataset ..." plan lines: each stage
+    # prints its own counts instead.
+    "ray.data": logging.WARNING,
+    "ray.data._internal.progress": logging.ERROR,
+}
+
+
+def quiet_ray_logs() -> None:
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def local_num_cpus(cfg: RayConfig) -> int:
     # Logical CPUs above the real count: on 2 cores Ray hangs when a job needs exactly what exists.
     return cfg.num_cpus or max(4, 2 * (os.cpu_count() or 1))
+
+
+def local_head_address() -> str | None:
+    """The GCS address of a cluster that `ray start --head` left running on this machine, if it answers.
+
+    Ray records the last one in <tmp>/ray/ray_current_cluster; a killed cluster leaves the file behind,
+    so the address only counts when something listens on it."""
+    tmp = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    try:
+        address = (Path(tmp) / "ray" / "ray_current_cluster").read_text().strip()
+        host, port = address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=0.2):
+            return address
+    except (OSError, ValueError):
+        return None
+
+
+def resolve_address(cfg: RayConfig) -> tuple[str | None, bool]:
+    """(address to join or None to start a cluster for this process, whether it runs on this machine)."""
+    address = os.environ.get("RAY_ADDRESS") or cfg.address
+    if address == "local":
+        return None, True
+    if address:
+        return address, False
+    if os.environ.get("LIAOTIAN_RAY_REUSE", "1") == "0":
+        return None, True
+    return local_head_address(), True
 
 
 def connect(cfg: RayConfig | None = None):
@@ -26,14 +76,15 @@ def connect(cfg: RayConfig | None = None):
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    address = os.environ.get("RAY_ADDRESS") or cfg.address
+    quiet_ray_logs()
+    address, on_this_machine = resolve_address(cfg)
     runtime_env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    if on_this_machine:  # local workers import the same checkout as this driver (not whatever `pip -e` points at)
+        repo_root = str(Path(__file__).resolve().parents[1])
+        runtime_env["env_vars"]["PYTHONPATH"] = os.pathsep.join(p for p in (repo_root, os.environ.get("PYTHONPATH")) if p)
     if address:  # a remote cluster gets the code from its image or `ray job submit --working-dir .`
         ray.init(address=address, log_to_driver=cfg.log_to_driver, runtime_env=runtime_env)
     else:
-        # Local workers import the same checkout as this driver (not whatever `pip -e` points at).
-        repo_root = str(Path(__file__).resolve().parents[1])
-        runtime_env["env_vars"]["PYTHONPATH"] = os.pathsep.join(p for p in (repo_root, os.environ.get("PYTHONPATH")) if p)
         ray.init(
             address="local",  # never attach to a stray cluster by accident
             num_cpus=local_num_cpus(cfg),

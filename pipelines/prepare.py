@@ -33,8 +33,8 @@ from liaotian.pipelines.config import DialogDataConfig
 from liaotian.pipelines.dialogue import encode_piece_array, encode_pieces
 from liaotian.pipelines.tokenizer import CLS_MARK, SEP_MARK, _WHITESPACE_CPS
 from liaotian.pipelines.schema import DIALOG_SCHEMA, Manifest, RejectedRecord
-from liaotian.pipelines.shards import (CLEAN_COUNTERS, arrow_file_sink, assign_split, check_output_dir, input_info, read_units, tokenizer_for,
-                              write_rejected, write_sample_shards)
+from liaotian.pipelines.shards import (CLEAN_COUNTERS, arrow_file_sink, assign_split, check_output_dir, input_bytes, input_info, read_units,
+                              tokenizer_for, write_rejected, write_sample_shards, write_units_in_process)
 
 TRUNC_COUNTERS = ("trunc_utterances", "trunc_context")
 
@@ -296,18 +296,23 @@ def duplicates_batch(batch: pa.Table, dup_keys, dup_orders) -> pa.Table:
 
 def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = False, ray_cfg=None) -> Manifest:
     """Preprocess `cfg.inputs` (default: chatterbot's Chinese files) into `out_dir`; returns the manifest."""
-    from liaotian.cluster import connect
-
-    connect(ray_cfg)
     t0 = time.time()
-    out = check_output_dir(out_dir, overwrite)
     inputs = [(str(p), "chatterbot") for p in readers.chatterbot_files()] if not cfg.inputs else [(p, cfg.format) for p in cfg.inputs]
+    in_process = input_bytes(p for p, _ in inputs) <= cfg.in_process_max_bytes
+    if not in_process:
+        from liaotian.cluster import connect
+
+        connect(ray_cfg)
+    out = check_output_dir(out_dir, overwrite)
     units, ranges = plan_units(inputs, cfg.range_bytes)
     work = out / "_work"
 
     encode = functools.partial(clean_encode_batch, max_chars=cfg.max_utterance_chars, valid_fraction=cfg.valid_fraction,
                                test_fraction=cfg.test_fraction, max_len=cfg.max_len)
-    read_units(units, cfg.batch_size, ranges=ranges, transform=encode).write_datasink(arrow_file_sink(str(work / "clean")))
+    if in_process:
+        write_units_in_process(units, cfg.batch_size, work / "clean", ranges=ranges, transform=encode)
+    else:
+        read_units(units, cfg.batch_size, ranges=ranges, transform=encode).write_datasink(arrow_file_sink(str(work / "clean")))
     clean = pads.dataset(str(work / "clean"), format="arrow")  # scanned column-wise, batch by batch
 
     dup_keys, dup_orders = find_duplicates(clean, pc.field("new_dialogue") == 1)
@@ -321,7 +326,7 @@ def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = Fal
     manifest.cleaning = {k: totals[k] for k in CLEAN_COUNTERS}
     write_sample_shards(out, manifest, clean, DIALOG_SCHEMA, tok.marked_table,
                         functools.partial(is_duplicate, dup_keys=dup_keys, dup_orders=dup_orders),
-                        cfg.rows_per_shard)
+                        cfg.rows_per_shard, in_process=in_process)
     manifest.truncated = {"utterances": totals["trunc_utterances"], "context": totals["trunc_context"]}
     manifest.rejected = dict(write_rejected(out / "rejected", _rejected_rows(clean, dup_keys, dup_orders)))
     manifest.split_source = "corpus" if any(k is not None for _, _, k in units) else "hash"

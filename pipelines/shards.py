@@ -44,8 +44,7 @@ def read_units(units: list[tuple[str, str, str | None]], rows_per_block: int, re
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
-    ranges = ranges or {}
-    specs = [(i, u, r) for i, u in enumerate(units) for r in ranges.get(i, [None])]
+    specs = _read_specs(units, ranges)
 
     class CorpusSource(Datasource):
         def estimate_inmemory_data_size(self):
@@ -62,6 +61,39 @@ def read_units(units: list[tuple[str, str, str | None]], rows_per_block: int, re
     return ray.data.read_datasource(CorpusSource(), override_num_blocks=max(1, len(specs)))
 
 
+def _read_specs(units, ranges) -> list[tuple[int, tuple, object]]:
+    """(unit index, unit, byte range or None): one read task each."""
+    ranges = ranges or {}
+    return [(i, u, r) for i, u in enumerate(units) for r in ranges.get(i, [None])]
+
+
+def input_bytes(paths: Iterable[str]) -> int:
+    """Bytes on disk of the input files (a directory: all its files); a missing path counts 0 (the reader names it)."""
+    total = 0
+    for p in map(Path, paths):
+        if p.is_file():
+            total += p.stat().st_size
+        elif p.is_dir():
+            total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return total
+
+
+def write_units_in_process(units, rows_per_block: int, out_dir: Path, ranges: dict[int, list] | None = None,
+                           transform: Callable[[pa.Table], pa.Table] | None = None) -> None:
+    """What `read_units(...).write_datasink(arrow_file_sink(out_dir))` does, run in this process: the same
+    read tasks one after another, each block one Arrow file. For inputs so small that starting Ray and
+    its workers (5-10 s on 2 cores) costs more than the work itself."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for task, (i, u, r) in enumerate(_read_specs(units, ranges)):
+        for b, table in enumerate(_transformed(_blocks(i, *u, rows_per_block, readers.read_unit, r), transform)):
+            _write_arrow_file(table, out_dir / f"{task:06d}_{b:06d}.arrow")
+
+
+def _write_arrow_file(table: pa.Table, path) -> None:
+    with pa.ipc.new_file(path, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+        writer.write_table(table, max_chunksize=65536)
+
+
 def arrow_file_sink(path: str):
     """A Ray Data datasink writing each write task's rows as one Arrow IPC file (lz4): the work files
     of a job, written and read back once, need no Parquet encoding (pyarrow.dataset reads them with
@@ -73,9 +105,7 @@ def arrow_file_sink(path: str):
             super().__init__(path, file_format="arrow")
 
         def write_block_to_file(self, block, file) -> None:
-            table = block.to_arrow()
-            with pa.ipc.new_file(file, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
-                writer.write_table(table, max_chunksize=65536)
+            _write_arrow_file(block.to_arrow(), file)
 
     return ArrowFileSink(path)
 
@@ -267,18 +297,22 @@ def _error_rows(directory: Path):
 
 
 def write_sample_shards(out: Path, manifest: Manifest, clean, schema: pa.Schema, lookup, drop: Callable[[pa.Table], object],
-                        rows_per_shard: int) -> None:
+                        rows_per_shard: int, in_process: bool = False) -> None:
     """Shards per split from the single pass's output (`clean`, a pyarrow dataset of sample rows in
     code points, plus rejected rows), written by Ray tasks in parallel: each takes consecutive work files of at most
     about `rows_per_shard` rows and writes one shard per split. Rows where `drop(table)` is True
     (duplicates) are left out, code points become ids through `lookup` (one NumPy take), columns are
-    cast to the contract `schema`. Shards are then numbered in input order: `<split>/part-NNNNN.parquet`."""
-    import ray
-
+    cast to the contract `schema`. Shards are then numbered in input order: `<split>/part-NNNNN.parquet`.
+    `in_process`: the same groups, written one after another here (small inputs, no Ray)."""
     fragments = sorted(clean.get_fragments(), key=lambda f: f.path)
     files, sizes = [f.path for f in fragments], [f.count_rows() for f in fragments]
     fmt = clean.format.default_extname
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    if in_process:
+        cpus = 1
+    else:
+        import ray
+
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     target = max(1, min(rows_per_shard, -(-sum(sizes) // (2 * cpus))))  # >= 2 tasks per CPU: no idle tail
     groups, current, rows = [], [], 0
     for f, n in zip(files, sizes):
@@ -291,9 +325,12 @@ def write_sample_shards(out: Path, manifest: Manifest, clean, schema: pa.Schema,
         groups.append(current)
     for split in SPLITS:
         (out / split).mkdir(parents=True, exist_ok=True)
-    task = ray.remote(num_cpus=1)(_shard_group)
-    lookup_ref = ray.put(lookup)
-    results = ray.get([task.remote(g, fmt, i, str(out), schema, lookup_ref, drop) for i, g in enumerate(groups)])
+    if in_process:
+        results = [_shard_group(g, fmt, i, str(out), schema, lookup, drop) for i, g in enumerate(groups)]
+    else:
+        task = ray.remote(num_cpus=1)(_shard_group)
+        lookup_ref = ray.put(lookup)
+        results = ray.get([task.remote(g, fmt, i, str(out), schema, lookup_ref, drop) for i, g in enumerate(groups)])
     for split in SPLITS:
         manifest.splits[split], manifest.shards[split], manifest.split_dialogues[split] = 0, [], 0
         for written in results:  # input order

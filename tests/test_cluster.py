@@ -1,0 +1,52 @@
+"""Which Ray cluster a command uses: an explicit address, a live local `ray start --head`, or its own."""
+import socket
+
+import pytest
+
+from liaotian.cluster import local_head_address, resolve_address
+from liaotian.config import RayConfig
+
+
+@pytest.fixture
+def head(tmp_path, monkeypatch):
+    """A fake `ray start --head`: its address file under RAY_TMPDIR and a socket listening there."""
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("LIAOTIAN_RAY_REUSE", raising=False)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    (tmp_path / "ray").mkdir()
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+    (tmp_path / "ray" / "ray_current_cluster").write_text(address)
+    yield address
+    server.close()
+
+
+def test_a_live_local_head_is_joined(head):
+    assert local_head_address() == head
+    assert resolve_address(RayConfig()) == (head, True)
+
+
+def test_a_stale_address_file_starts_a_new_cluster(head, tmp_path):
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")  # nothing listens there
+    assert resolve_address(RayConfig())[0] is None
+
+
+def test_local_and_the_opt_out_never_join(head, monkeypatch):
+    assert resolve_address(RayConfig(address="local"))[0] is None
+    monkeypatch.setenv("LIAOTIAN_RAY_REUSE", "0")
+    assert resolve_address(RayConfig())[0] is None
+
+
+def test_an_explicit_address_wins(head, monkeypatch):
+    assert resolve_address(RayConfig(address="10.0.0.5:6379")) == ("10.0.0.5:6379", False)
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    assert resolve_address(RayConfig(address="10.0.0.5:6379")) == ("auto", False)
+
+
+def test_no_head_file_starts_a_new_cluster(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("LIAOTIAN_RAY_REUSE", raising=False)
+    assert resolve_address(RayConfig())[0] is None
