@@ -142,6 +142,19 @@ class RegularizerSection:
 
 
 @dataclass
+class EarlyStoppingSection:
+    """Stop a job when its `checkpoint_metric` (val_loss unless set) has not improved by more than
+    `min_delta` for `patience` evaluations in a row; the best checkpoint is what gets exported."""
+
+    patience: int = 0  # evaluations without improvement before stopping; 0 = train all max_steps
+    min_delta: float = 0.0
+
+    def __post_init__(self):
+        if self.patience < 0 or self.min_delta < 0:
+            raise ConfigError("early_stopping.patience and early_stopping.min_delta must be >= 0")
+
+
+@dataclass
 class TrainJobConfig:
     """One `liaotian train KIND` job."""
 
@@ -163,6 +176,7 @@ class TrainJobConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     loss: LossSection = field(default_factory=LossSection)
     regularizer: RegularizerSection = field(default_factory=RegularizerSection)
+    early_stopping: EarlyStoppingSection = field(default_factory=EarlyStoppingSection)
 
     def __post_init__(self):
         if self.max_steps < 1:
