@@ -29,9 +29,35 @@ QUIET_LOGGERS = {
 }
 
 
+# Raylet notices that reach the driver as printed lines, not log records. "N PYTHON worker processes
+# have been started ... Nx the maximum expected startup concurrency": on 2 cores that maximum is 2,
+# and a demo that runs Data, Train with 2 workers, Tune trials and Serve in one session starts 20-30
+# worker processes over its life by design; the notice repeats at every multiple.
+QUIET_RAYLET_NOTICES = ("PYTHON worker processes have been started",)
+
+
 def quiet_ray_logs() -> None:
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    _filter_raylet_notices()
+
+
+def _filter_raylet_notices() -> None:
+    """Drop QUIET_RAYLET_NOTICES from what Ray prints for the raylet (`ray._private.worker.print_to_stdstream`,
+    the one function both raylet errors and worker logs go through; left alone if Ray renames it)."""
+    from ray._private import worker as ray_worker
+
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "_liaotian_filtered", False):
+        return
+
+    def print_to_stdstream(data, *args, **kwargs):
+        lines = [ln for ln in data.get("lines", []) if not any(n in ln for n in QUIET_RAYLET_NOTICES)]
+        if lines:
+            original({**data, "lines": lines}, *args, **kwargs)
+
+    print_to_stdstream._liaotian_filtered = True
+    ray_worker.print_to_stdstream = print_to_stdstream
 
 
 def local_num_cpus(cfg: RayConfig) -> int:

@@ -92,8 +92,18 @@ def render_html(result: dict, title: str = "liaotian explain") -> str:
     )
 
 
-def render_terminal(result: dict) -> str:
-    lines = [render_ansi(result["tokens"], result["scores"], result.get("reply_tokens"))]
+def render_plain(tokens: list[str], scores: list[float], reply_tokens: list[str] | None = None) -> str:
+    """The same line without escape codes (output that is not a terminal: a log, a file, a pipe):
+    each token followed by its score."""
+    line = " ".join(f"{tok}({s:+.3f})" for tok, s, _ in _coloured(tokens, scores))
+    if reply_tokens:
+        line += "  → " + "".join(reply_tokens)
+    return line
+
+
+def render_terminal(result: dict, colour: bool = True) -> str:
+    render = render_ansi if colour else render_plain
+    lines = [render(result["tokens"], result["scores"], result.get("reply_tokens"))]
     lines += [f"  {k:<12} {v}" for k, v in _meta_rows(result)]
     return "\n".join(lines)
 
@@ -161,7 +171,7 @@ def cli_main(args) -> int:
     except (ValueError, RequestError) as e:
         print(f"liaotian explain: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result, ensure_ascii=False) if args.json else render_terminal(result))
+    print(json.dumps(result, ensure_ascii=False) if args.json else render_terminal(result, colour=sys.stdout.isatty()))
     if args.html:
         Path(args.html).parent.mkdir(parents=True, exist_ok=True)
         Path(args.html).write_text(render_html(result), encoding="utf-8")

@@ -50,3 +50,17 @@ def test_no_head_file_starts_a_new_cluster(tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("LIAOTIAN_RAY_REUSE", raising=False)
     assert resolve_address(RayConfig())[0] is None
+
+
+def test_raylet_worker_count_notice_is_dropped_and_other_lines_kept(monkeypatch):
+    from ray._private import worker as ray_worker
+
+    from liaotian.cluster import quiet_ray_logs
+
+    printed = []
+    monkeypatch.setattr(ray_worker, "print_to_stdstream", lambda data, ignore_prefix: printed.append(data["lines"]))
+    quiet_ray_logs()
+    ray_worker.print_to_stdstream({"lines": ["WARNING: 18 PYTHON worker processes have been started on node: x"], "pid": "raylet"},
+                                  ignore_prefix=False)
+    ray_worker.print_to_stdstream({"lines": ["a real error"], "pid": "raylet"}, ignore_prefix=False)
+    assert printed == [["a real error"]]
