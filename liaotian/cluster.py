@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -36,9 +38,25 @@ QUIET_LOGGERS = {
 QUIET_RAYLET_NOTICES = ("PYTHON worker processes have been started",)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _StripColour(logging.Filter):
+    """Ray colours parts of its log lines (the dashboard address) whether or not stderr is a terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "\x1b[" in record.msg:
+            record.msg = _ANSI.sub("", record.msg)
+        return True
+
+
 def quiet_ray_logs() -> None:
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    if not sys.stderr.isatty():
+        for handler in logging.getLogger("ray").handlers:
+            if not any(isinstance(f, _StripColour) for f in handler.filters):
+                handler.addFilter(_StripColour())
     _filter_raylet_notices()
 
 

@@ -64,3 +64,21 @@ def test_raylet_worker_count_notice_is_dropped_and_other_lines_kept(monkeypatch)
                                   ignore_prefix=False)
     ray_worker.print_to_stdstream({"lines": ["a real error"], "pid": "raylet"}, ignore_prefix=False)
     assert printed == [["a real error"]]
+
+
+def test_ray_log_lines_lose_their_colours_off_a_terminal():
+    import io
+    import logging
+
+    import ray  # noqa: F401  (installs Ray's handler on the "ray" logger)
+
+    from liaotian.cluster import quiet_ray_logs
+
+    quiet_ray_logs()  # pytest's stderr is not a terminal
+    handler = logging.getLogger("ray").handlers[0]
+    stream, handler.stream = handler.stream, io.StringIO()
+    try:
+        logging.getLogger("ray._private.worker").info("dashboard at \x1b[1m\x1b[32mhttp://127.0.0.1:8265 \x1b[39m\x1b[22m")
+        assert handler.stream.getvalue().rstrip().endswith("dashboard at http://127.0.0.1:8265")
+    finally:
+        handler.stream = stream
