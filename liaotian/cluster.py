@@ -24,11 +24,26 @@ QUIET_LOGGERS = {
     # "Token authentication is enabled ... Set RAY_AUTH_MODE=disabled to opt out": on purpose (the
     # dashboard of a local cluster is then closed to other local users); the README says so once.
     "ray._private.authentication.authentication_token_setup": logging.ERROR,
-    # "Progress bars disabled" and the "Starting execution of Dataset ..." plan lines: each stage
-    # prints its own counts instead.
-    "ray.data": logging.WARNING,
-    "ray.data._internal.progress": logging.ERROR,
 }
+
+# Ray Data configures its "ray.data" logger itself (on import and for each dataset) from the YAML file
+# named by RAY_DATA_LOGGING_CONFIG, else from a built-in default whose console handler prints INFO:
+# "Starting execution of Dataset ...", its plan, "execution finished", "Progress bars disabled" for
+# every dataset. Each stage prints its own counts instead, so the console gets warnings only; the
+# full log still goes to the session's ray-data.log. (Ray's default, with the console level raised.)
+RAY_DATA_LOGGING = """\
+version: 1
+disable_existing_loggers: false
+formatters:
+  ray: {format: "%(asctime)s\\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"}
+filters:
+  console_filter: {"()": ray.data._internal.logging.HiddenRecordFilter}
+handlers:
+  file: {class: ray.data._internal.logging.SessionFileHandler, formatter: ray, filename: ray-data.log}
+  console: {class: ray._private.log.PlainRayHandler, formatter: ray, level: WARNING, filters: [console_filter]}
+loggers:
+  ray.data: {level: DEBUG, handlers: [file, console], propagate: false}
+"""
 
 
 # Raylet notices that reach the driver as printed lines, not log records. "N PYTHON worker processes
@@ -45,14 +60,23 @@ class _StripColour(logging.Filter):
     """Ray colours parts of its log lines (the dashboard address) whether or not stderr is a terminal."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and "\x1b[" in record.msg:
-            record.msg = _ANSI.sub("", record.msg)
+        message = record.getMessage()  # the codes may sit in the arguments, not the format string
+        if "\x1b[" in message:
+            record.msg, record.args = _ANSI.sub("", message), ()
         return True
 
 
 def quiet_ray_logs() -> None:
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    if "RAY_DATA_LOGGING_CONFIG" not in os.environ:  # a user's own config wins
+        path = Path(tempfile.gettempdir()) / f"liaotian-ray-data-logging-{os.getuid()}.yaml"
+        path.write_text(RAY_DATA_LOGGING, encoding="utf-8")
+        os.environ["RAY_DATA_LOGGING_CONFIG"] = str(path)
+        if "ray.data" in sys.modules:  # already configured from the default: configure again
+            from ray.data._internal import logging as data_logging
+
+            data_logging.configure_logging()
     if not sys.stderr.isatty():
         for handler in logging.getLogger("ray").handlers:
             if not any(isinstance(f, _StripColour) for f in handler.filters):

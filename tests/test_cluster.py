@@ -78,7 +78,22 @@ def test_ray_log_lines_lose_their_colours_off_a_terminal():
     handler = logging.getLogger("ray").handlers[0]
     stream, handler.stream = handler.stream, io.StringIO()
     try:
-        logging.getLogger("ray._private.worker").info("dashboard at \x1b[1m\x1b[32mhttp://127.0.0.1:8265 \x1b[39m\x1b[22m")
+        logging.getLogger("ray._private.worker").info("dashboard at %s%shttp://127.0.0.1:8265 %s%s", "\x1b[1m", "\x1b[32m",
+                                                      "\x1b[39m", "\x1b[22m")  # as ray.init logs it: codes in the arguments
         assert handler.stream.getvalue().rstrip().endswith("dashboard at http://127.0.0.1:8265")
     finally:
         handler.stream = stream
+
+
+def test_ray_data_console_gets_warnings_only(monkeypatch):
+    import logging
+
+    import ray.data  # noqa: F401
+
+    from liaotian.cluster import quiet_ray_logs
+
+    monkeypatch.delenv("RAY_DATA_LOGGING_CONFIG", raising=False)
+    quiet_ray_logs()
+    console = [h for h in logging.getLogger("ray.data").handlers if type(h).__name__ == "PlainRayHandler"]
+    assert console and all(h.level == logging.WARNING for h in console)
+    assert logging.getLogger("ray.data").isEnabledFor(logging.DEBUG)  # the session's ray-data.log keeps everything
