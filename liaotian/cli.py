@@ -46,12 +46,15 @@ def load_config_from_args(args: argparse.Namespace, extra: dict | None = None):
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the stage `only` registers its arguments (None: the command list alone)."""
     parser = argparse.ArgumentParser(prog="liaotian", description="Ray-native Chinese chit-chat: data, train, tune, serve, explain.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if only is not None and name != only:
-            continue  # import only the stage that runs: keeps `liaotian chat` free of Ray's import time
+        if name != only:
+            # Import only the stage that runs: `liaotian --help` imports no stage (no torch, no Ray:
+            # 0.1 s instead of 3-5 s) and `liaotian chat` stays free of Ray's import time.
+            continue
         module = importlib.import_module(module_name)
         module.add_cli(p)
     return parser

@@ -40,8 +40,8 @@ from liaotian.pipelines.cleaning import clean_dialogue_lists
 from liaotian.pipelines.config import DialogDataConfig
 from liaotian.pipelines.dialogue import encode_piece_array
 from liaotian.pipelines.schema import DIALOG_SCHEMA, Manifest, RejectedRecord
-from liaotian.pipelines.shards import (CLEAN_COUNTERS, ReadInfo, check_output_dir, input_info, read_specs, read_units, tokenizer_for,
-                                       write_rejected, write_sample_shards)
+from liaotian.pipelines.shards import (CLEAN_COUNTERS, ReadInfo, check_output_dir, input_bytes, input_info, read_specs, read_units,
+                                       tokenizer_for, write_rejected, write_sample_shards, write_work_files)
 from liaotian.pipelines.tokenizer import CLS_MARK, SEP_MARK, _WHITESPACE_CPS, codepoint_counts
 
 log = logging.getLogger(__name__)
@@ -256,12 +256,14 @@ def duplicates_batch(batch: pa.Table, dup_keys, dup_orders) -> pa.Table:
 
 def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = False, ray_cfg=None) -> Manifest:
     """Preprocess `cfg.inputs` (default: chatterbot's Chinese files) into `out_dir`; returns the manifest."""
-    from liaotian.cluster import connect
-
-    connect(ray_cfg)
     t0 = time.time()
-    out = check_output_dir(out_dir, overwrite)
     inputs = [(str(p), "chatterbot") for p in readers.chatterbot_files()] if not cfg.inputs else [(p, cfg.format) for p in cfg.inputs]
+    in_process = input_bytes(p for p, _ in inputs) <= cfg.in_process_max_bytes
+    if not in_process:
+        from liaotian.cluster import connect
+
+        connect(ray_cfg)
+    out = check_output_dir(out_dir, overwrite)
     units, ranges = plan_units(inputs, cfg.range_bytes)
     encode = functools.partial(clean_encode_block, max_chars=cfg.max_utterance_chars, valid_fraction=cfg.valid_fraction,
                                test_fraction=cfg.test_fraction, max_len=cfg.max_len)
@@ -270,7 +272,7 @@ def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = Fal
     while True:
         specs = read_specs(units, ranges)
         reader = functools.partial(readers.read_unit, csv_columns=tuple(cfg.csv_columns))
-        read_units(specs, cfg.batch_size, reader=reader, transform=encode).write_parquet(str(work_dir))
+        write_work_files(read_units(specs, cfg.batch_size, reader=reader, transform=encode, in_process=in_process), work_dir)
         work = pads.dataset(str(work_dir), format="parquet", schema=WORK_SCHEMA)  # scanned column-wise, batch by batch
         tally = RangeTally(work)
         for range_id, reason in sorted(tally.fallbacks.items()):
@@ -303,7 +305,7 @@ def run_dialog(cfg: DialogDataConfig, out_dir: str | Path, overwrite: bool = Fal
     per_input_out = write_sample_shards(
         out, manifest, work, DIALOG_SCHEMA, tok.marked_table, sample_rows,
         functools.partial(finish_samples, dup_keys=dup_keys, dup_orders=dup_orders, unit_of=unit_of, first=first, input_of=input_of),
-        cfg.rows_per_shard, len(inputs))
+        cfg.rows_per_shard, len(inputs), in_process=in_process)
     manifest.truncated = {"utterances": tally.totals["trunc_utterances"], "context": tally.totals["trunc_context"]}
     rejected_by_input: Counter = Counter()
     manifest.rejected = dict(write_rejected(out / "rejected", _rejected_rows(work, dup_keys, dup_orders, unit_of, first, input_of,
@@ -411,7 +413,21 @@ def _run_dialog_cli(args) -> int:
         "data.dialog.inputs": args.inputs or None, "data.dialog.format": args.format, "data.dialog.max_len": args.max_len,
         "data.dialog.min_count": args.min_count, "data.dialog.max_vocab": args.max_vocab, "data.dialog.vocab": args.vocab})
     out = Path(args.output) if args.output else cfg.paths.data("dialog")
+    cfg.data.dialog.vocab = dialog_vocab(cfg)
     return report(run_dialog(cfg.data.dialog, out, args.overwrite, cfg.ray), out)
+
+
+def dialog_vocab(cfg) -> str | None:
+    """The vocab.txt the dialog job uses: data.dialog.vocab, else with shared_vocab the run's text vocabulary."""
+    from liaotian.config import ConfigError
+
+    d = cfg.data.dialog
+    if d.vocab or not d.shared_vocab:
+        return d.vocab
+    shared = cfg.paths.data("text") / "vocab.txt"
+    if not shared.exists():
+        raise ConfigError(f"data.dialog.shared_vocab: {shared} does not exist; run `liaotian data text` first")
+    return str(shared)
 
 
 def report(m: Manifest, out: Path) -> int:

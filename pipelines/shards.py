@@ -55,16 +55,52 @@ def read_specs(units: list[tuple[str, str, str | None]], ranges: dict[int, list]
     return specs
 
 
-def read_units(specs: list[dict], rows_per_block: int, reader=None, transform: Callable | None = None):
+def input_bytes(paths: Iterable[str]) -> int:
+    """Bytes on disk of the input files (a directory: all its files); a missing path counts 0 (the reader names it)."""
+    total = 0
+    for p in map(Path, paths):
+        if p.is_file():
+            total += p.stat().st_size
+        elif p.is_dir():
+            total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return total
+
+
+def map_items(items: list[dict], fn: Callable, in_process: bool, **fn_kwargs):
+    """`fn` (a table of one item -> tables) over `items`: a Ray Dataset (`from_items` -> `map_batches`,
+    one task per item), or, with `in_process`, the same calls one after another in this process, as a
+    list of tables. Small inputs take the second way: starting Ray and its workers (5-10 s on 2 cores)
+    costs more than their work."""
+    if in_process:
+        return [t for item in items for t in _as_tables(fn(pa.Table.from_pylist([item]), **fn_kwargs))]
+    import ray
+
+    return ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
+        fn, batch_size=1, batch_format="pyarrow", fn_kwargs=fn_kwargs)
+
+
+def _as_tables(out) -> list[pa.Table]:
+    return [out] if isinstance(out, pa.Table) else list(out)
+
+
+def read_units(specs: list[dict], rows_per_block: int, reader=None, transform: Callable | None = None, in_process: bool = False):
     """A Ray Dataset of raw records (`RAW_SCHEMA`): one task per spec (`read_specs`), each streaming
     its file, split or byte range in blocks of `rows_per_block` records, so no task ever holds a whole
     file. `transform(raw_block, ReadInfo) -> table`, when given, runs on each block inside the read
     task (the dialog job cleans and encodes there: no hand-off of raw blocks between tasks)."""
-    import ray
+    return map_items(specs, _read_spec_blocks, in_process, rows=rows_per_block, reader=reader or readers.read_unit,
+                     transform=transform)
 
-    return ray.data.from_items(specs, override_num_blocks=max(1, len(specs))).map_batches(
-        _read_spec_blocks, batch_size=1, batch_format="pyarrow",
-        fn_kwargs=dict(rows=rows_per_block, reader=reader or readers.read_unit, transform=transform))
+
+def write_work_files(blocks, out_dir: Path) -> None:
+    """The output of `read_units` as Parquet work files: Ray Data's `write_parquet`, or (in process) one
+    file per table."""
+    if isinstance(blocks, list):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for i, table in enumerate(blocks):
+            pq.write_table(table, out_dir / f"{i:06d}.parquet")
+    else:
+        blocks.write_parquet(str(out_dir))
 
 
 def _read_spec_blocks(specs: pa.Table, rows: int, reader, transform) -> Iterable[pa.Table]:
@@ -262,15 +298,15 @@ def _error_rows(directory: Path):
 
 
 def write_sample_shards(out: Path, manifest: Manifest, work, schema: pa.Schema, lookup, rows: pc.Expression,
-                        finish: Callable[[pa.Table], tuple[pa.Table, np.ndarray]], rows_per_shard: int, n_inputs: int) -> np.ndarray:
+                        finish: Callable[[pa.Table], tuple[pa.Table, np.ndarray]], rows_per_shard: int, n_inputs: int,
+                        in_process: bool = False) -> np.ndarray:
     """Shards per split from the work files of the single pass (`work`, a pyarrow dataset; the rows
     matching `rows` are samples in code points), written by a Ray Data pass over groups of
     consecutive work files of at most about `rows_per_shard` rows, one shard per group and split.
     `finish(table) -> (table, input index per row)` leaves duplicates out and adds `dialogue_id`;
     code points become ids through `lookup` (one NumPy take); columns are cast to the contract
     `schema`. Shards are numbered in input order: `<split>/part-NNNNN.parquet`. Returns the
-    dialogues written per input."""
-    import ray
+    dialogues written per input. `in_process`: the same groups written here, one after another."""
 
     # Work files in input order: by their first sample's `order` (file names follow Ray's write tasks, not the input)
     firsts, data_rows = {}, {}
@@ -280,7 +316,12 @@ def write_sample_shards(out: Path, manifest: Manifest, work, schema: pa.Schema, 
         data_rows[f.path] = t.num_rows  # samples and rejected rows: the size of a group
     files = sorted(firsts, key=lambda path: (firsts[path] is None, firsts[path] or 0, path))
     sizes = [data_rows[f] for f in files]
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    if in_process:
+        cpus = 1
+    else:
+        import ray
+
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     target = max(1, min(rows_per_shard, -(-sum(sizes) // (2 * cpus))))  # >= 2 tasks per CPU: no idle tail
     groups, current, n = [], [], 0
     for f, size in zip(files, sizes):
@@ -293,9 +334,9 @@ def write_sample_shards(out: Path, manifest: Manifest, work, schema: pa.Schema, 
         groups.append(current)
     for split in SPLITS:
         (out / split).mkdir(parents=True, exist_ok=True)
-    written = ray.data.from_items([{"index": i, "files": g} for i, g in enumerate(groups)], override_num_blocks=max(1, len(groups))).map_batches(
-        _shard_groups, batch_size=1, batch_format="pyarrow",
-        fn_kwargs=dict(out=str(out), schema=schema, lookup=lookup, rows=rows, finish=finish, n_inputs=n_inputs)).take_all()
+    written = map_items([{"index": i, "files": g} for i, g in enumerate(groups)], _shard_groups, in_process,
+                        out=str(out), schema=schema, lookup=lookup, rows=rows, finish=finish, n_inputs=n_inputs)
+    written = [row for t in written for row in t.to_pylist()] if in_process else written.take_all()
     written.sort(key=lambda w: w["index"])  # input order
     per_input = np.zeros(n_inputs, np.int64)
     for split in SPLITS:

@@ -40,6 +40,7 @@ class TrainResult:
     steps: int  # optimiser steps completed
     checkpoint_path: str | None  # the best checkpoint
     run_path: str | None = None  # <storage>/<name>: checkpoints, metrics.jsonl, tensorboard/
+    stopped_early: bool = False  # early stopping ended the run at `steps` (< max_steps)
 
 
 # ------------------------------------------------------------------ worker side
@@ -81,6 +82,8 @@ def worker_loop(config: dict) -> dict:
     fault_step, fault_marker = config["fault"]
     window = {"loss": 0.0, "n": 0, "tokens": 0, "wait": 0.0, "eval": 0.0, "t0": time.perf_counter()}
     val: dict = {}
+    stopper = T.EarlyStopping(job.early_stopping.patience, job.checkpoint_mode, job.early_stopping.min_delta, meta.get("early_stopping"))
+    done = start
     for step in range(start + 1, job.max_steps + 1):
         if fault_step == step and rank == max(1, world) - 1 and not os.path.exists(fault_marker):
             Path(fault_marker).write_text(str(step))
@@ -100,6 +103,9 @@ def worker_loop(config: dict) -> dict:
             sums = _all_reduce(T.evaluate_sums(model, kind, eval_batches, precision, loss_fn, config.get("num_classes") or 0), device)
             val = {**T.metrics_from_sums(kind, sums, config.get("num_classes") or 0, config.get("minority")), "val_step": step}
             window["eval"] += time.perf_counter() - t  # kept out of tokens/s: it measures training
+            if stopper.update(val.get(job.checkpoint_metric), step) and stopper.enabled:
+                ckpt = True  # the run may stop before the next checkpoint: the best evaluation keeps its own
+        stop = stopper.should_stop  # only ever set on an evaluation step, which reports below
         if not (ckpt or step % job.eval_every == 0 or step % job.log_every == 0):
             continue
         stats = _all_reduce(torch.tensor([window["loss"], window["n"], window["tokens"], window["wait"]], dtype=torch.float64), device)
@@ -107,12 +113,17 @@ def worker_loop(config: dict) -> dict:
         metrics = {"step": step, "train_loss": float(stats[0] / stats[1]), "lr": lr, "epoch": epoch,
                    "tokens_per_s": float(stats[2]) / elapsed, "data_wait_share": float(stats[3]) / max(1, world) / elapsed,
                    "start_step": start, "nodes": nodes, **val}
-        state = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "lr": lr,
+        if stopper.enabled:
+            metrics.update(best_step=stopper.best_step, stopped_early=int(stop))
+        state = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "lr": lr, "early_stopping": stopper.state(),
                  "schedule": {"name": job.optim.schedule, "max_steps": job.max_steps, "warmup_steps": job.optim.warmup_steps},
                  "metrics": metrics}
         _report(metrics, model, optimizer, precision, state, ckpt and rank == 0, store, progress, rank)
         window.update(loss=0.0, n=0, tokens=0, wait=0.0, eval=0.0, t0=time.perf_counter())
-    return {"steps": job.max_steps, "metrics": val}
+        done = step
+        if stop:
+            break
+    return {"steps": done, "metrics": val, "stopped_early": stopper.should_stop, "best_step": stopper.best_step}
 
 
 def _regularizer(job):
@@ -253,7 +264,7 @@ def run(kind: str, cfg, job: TrainJobConfig | None = None, *, data_dir=None, ini
             checkpoint_config=CheckpointConfig(num_to_keep=job.keep_checkpoints, checkpoint_score_attribute=job.checkpoint_metric,
                                                checkpoint_score_order=job.checkpoint_mode),
             failure_config=FailureConfig(max_failures=job.max_failures)))
-    printer = _Progress(progress, kind, job.max_steps, storage / name)
+    printer = _Progress(progress, kind, job.max_steps, storage / name, job.checkpoint_metric, job.early_stopping.patience)
     try:
         result = trainer.fit()
     finally:
@@ -264,8 +275,9 @@ def run(kind: str, cfg, job: TrainJobConfig | None = None, *, data_dir=None, ini
     test = _test_metrics(kind, model_dir, data_dir, job, config) if kind == "classifier" else None
     if test:  # stored beside the weights, so that whoever shows the model's explanations can state them
         _add_to_extra(model_dir, test_metrics=test)
-    steps = int((result.metrics or {}).get("step", metrics.get("step", 0)))
-    return TrainResult(str(model_dir), metrics, test, steps, str(checkpoint), str(storage / name))
+    returned = getattr(result, "return_value", None) or {}
+    steps = int(returned.get("steps") or (result.metrics or {}).get("step", metrics.get("step", 0)))
+    return TrainResult(str(model_dir), metrics, test, steps, str(checkpoint), str(storage / name), bool(returned.get("stopped_early")))
 
 
 def _dataset(split_dir: Path, columns: list[str], limit: int | None = None):
@@ -382,8 +394,9 @@ def _test_metrics(kind, model_dir: Path, data_dir: Path, job, config) -> dict | 
 class _Progress:
     """Driver thread: rank 0's metrics -> a progress line, metrics.jsonl and TensorBoard."""
 
-    def __init__(self, queue, kind: str, max_steps: int, run_path: Path):
+    def __init__(self, queue, kind: str, max_steps: int, run_path: Path, metric: str = "val_loss", patience: int = 0):
         self.queue, self.kind, self.max_steps, self.run_path = queue, kind, max_steps, run_path
+        self.metric, self.patience = metric, patience
         self.stop, self.t0, self.first = threading.Event(), time.time(), None
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
@@ -404,17 +417,25 @@ class _Progress:
                     if k not in ("step", "val_step") and isinstance(v, (int, float)) and (fresh or not k.startswith("val_")):
                         writer.add_scalar(f"{self.kind}/{k}", v, m["step"])
                 print(self._line(m), flush=True)
+                if m.get("stopped_early"):
+                    print(f"[train {self.kind}] early stop at step {m['step']}: no better {self.metric} for {self.patience} "
+                          f"evaluations; the best, step {m['best_step']}, is exported", flush=True)
         writer.close()
 
     def _line(self, m: dict) -> str:
+        # The rate counts from the first report, not from the start: worker start-up is not a step.
+        now = time.time()
         if self.first is None:
-            self.first = (m["start_step"], time.time() - self.t0)
-        done = m["step"] - self.first[0]
-        rate = done / max(1e-9, time.time() - self.t0 - 0.0) if done else 0.0
-        eta = (self.max_steps - m["step"]) / rate if rate else float("nan")
+            self.first = (m["step"], now)
+        done, seconds = m["step"] - self.first[0], now - self.first[1]
+        eta = ""
+        if done > 0 and seconds > 0:
+            left = (self.max_steps - m["step"]) * seconds / done
+            # with early stopping, max_steps is a bound: the run may end sooner
+            eta = f" {'at most ' if self.patience else ''}{left:.0f}s left"
         val = "".join(f" {k} {m[k]:.4g}" for k in ("val_loss", "val_balanced_accuracy") if k in m and m.get("val_step") == m["step"])
         return (f"[train {self.kind}] step {m['step']}/{self.max_steps} loss {m['train_loss']:.4f}{val} lr {m['lr']:.2e} "
-                f"tok/s {m['tokens_per_s']:.0f} data-wait {100 * m['data_wait_share']:.0f}% ETA {eta:.0f}s")
+                f"tok/s {m['tokens_per_s']:.0f} data-wait {100 * m['data_wait_share']:.0f}%{eta}")
 
     def close(self):
         self.stop.set()
@@ -443,7 +464,8 @@ def cli_main(args: argparse.Namespace) -> int:
     cfg = load_config_from_args(args)
     connect(cfg.ray)
     res = run(args.kind, cfg, data_dir=args.data, init_from=args.init_from, name=args.name, resume=args.resume)
-    print(f"[train {args.kind}] {res.steps} steps; best {json.dumps({k: round(v, 4) for k, v in res.metrics.items() if k.startswith('val_')})}")
+    stop = f" (stopped early; max_steps {getattr(cfg.train, args.kind).max_steps})" if res.stopped_early else ""
+    print(f"[train {args.kind}] {res.steps} steps{stop}; best at step {res.metrics.get('step')}: {json.dumps({k: round(v, 4) for k, v in res.metrics.items() if k.startswith('val_')})}")
     if res.test_metrics:
         print(f"[train {args.kind}] test {json.dumps({k: round(v, 4) for k, v in res.test_metrics.items()})}")
     print(f"[train {args.kind}] model dir: {res.model_dir}  (run: {res.run_path})")

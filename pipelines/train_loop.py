@@ -353,6 +353,42 @@ def load_state(directory: str | Path, model: nn.Module, optimizer: torch.optim.O
     return meta
 
 
+class EarlyStopping:
+    """Patience on a validation metric: `update` after each evaluation, stop when `should_stop`.
+
+    A pure function of the evaluations it has seen; `state()` goes into each checkpoint so that a
+    resumed run keeps counting where it was. Every rank sees the same (all-reduced) metric, so every
+    rank stops at the same step (Ray Train's report is a barrier)."""
+
+    def __init__(self, patience: int, mode: str = "min", min_delta: float = 0.0, state: dict | None = None):
+        self.patience, self.mode, self.min_delta = patience, mode, min_delta
+        state = state or {}
+        self.best, self.best_step, self.bad_evals = state.get("best"), state.get("best_step", 0), state.get("bad_evals", 0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.patience > 0
+
+    def update(self, value: float | None, step: int) -> bool:
+        """Record one evaluation; True when it is the best so far."""
+        if value is None or value != value:  # a metric this job does not compute, or NaN: never an improvement
+            self.bad_evals += 1
+            return False
+        better = self.best is None or (value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta)
+        if better:
+            self.best, self.best_step, self.bad_evals = float(value), step, 0
+        else:
+            self.bad_evals += 1
+        return better
+
+    @property
+    def should_stop(self) -> bool:
+        return self.enabled and self.bad_evals >= self.patience
+
+    def state(self) -> dict:
+        return {"best": self.best, "best_step": self.best_step, "bad_evals": self.bad_evals}
+
+
 class LocalCheckpoints:
     """Checkpoints of a local-mode run (`num_workers: 0`, where Ray Train keeps none): the same
     `<run>/checkpoint_<step>` layout, the best `keep_checkpoints` by the configured metric plus the latest."""

@@ -13,6 +13,7 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("RAY_ADDRESS", None)  # never attach the tests to a stray cluster
+os.environ["LIAOTIAN_RAY_REUSE"] = "0"  # ... nor to a `ray start --head` that liaotian commands would join
 
 ROOT = Path(__file__).resolve().parents[1]
 

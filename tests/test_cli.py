@@ -38,3 +38,14 @@ def test_unknown_config_key_is_a_clear_error(tmp_path, capsys):
 def test_console_script_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "liaotian.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "liaotian" in out.stdout
+
+
+def test_top_level_help_imports_no_stage():
+    """`liaotian --help` must stay instant: no stage module, hence neither torch nor Ray, is imported."""
+    code = ("import sys; from liaotian.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'ray', 'pyarrow', 'liaotian.pipelines', 'liaotian.models', 'liaotian.serve', 'liaotian.tune') if m in sys.modules]\n"
+            "print('HEAVY', heavy, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "HEAVY []" in out.stderr, out.stderr
+    assert "demo" in out.stdout

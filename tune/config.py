@@ -40,6 +40,7 @@ class TuneConfig:
     reduction_factor: int = 2
     init_from: str | None = None  # an mlm model dir; default: this run's models/mlm when it exists
     export_best: bool = True  # copy the best trial's model dir to paths.model("sentiment")
+    keep_trial_checkpoints: bool = False  # after a finished sweep, trials' Train checkpoints are removed
 
     def __post_init__(self):
         if self.search not in ("grid", "random"):

@@ -149,6 +149,8 @@ def run(cfg, *, resume: bool = False, name: str = "sweep", callbacks=None) -> Sw
     """
     from ray import tune
 
+    from liaotian.tune.progress import SweepProgress, prune_trial_checkpoints
+
     t0 = time.time()
     data_dir, init_from = _resolve_inputs(cfg)
     exp_dir = (cfg.paths.tune / name).resolve()
@@ -159,6 +161,7 @@ def run(cfg, *, resume: bool = False, name: str = "sweep", callbacks=None) -> Sw
            "exp_dir": str(exp_dir),
            "trial_workers": cfg.tune.trial_workers}
     trainable = tune.with_resources(tune.with_parameters(_trial, ctx=ctx), {"cpu": cfg.tune.cpus_per_trial})
+    progress = SweepProgress(len(expand(cfg.tune, cfg.seed)), METRIC, cfg.tune.max_steps or cfg.train.classifier.max_steps)
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         # Finished trials keep their results; unfinished ones continue; errored ones stay errored.
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
@@ -167,7 +170,7 @@ def run(cfg, *, resume: bool = False, name: str = "sweep", callbacks=None) -> Sw
         if exp_dir.exists():
             print(f"liaotian tune: replacing the previous sweep at {exp_dir} (use --resume to continue it)")
             shutil.rmtree(exp_dir)
-        tuner = _build_tuner(cfg, exp_dir, trainable, callbacks)
+        tuner = _build_tuner(cfg, exp_dir, trainable, [progress, *(callbacks or [])])
     tuner.fit()
     records, interrupted = collect_records(exp_dir, expand(cfg.tune, cfg.seed))
     best = select_best(records)
@@ -176,6 +179,9 @@ def run(cfg, *, resume: bool = False, name: str = "sweep", callbacks=None) -> Sw
         model_dir = export_model(best, cfg.paths.model("sentiment"))
     notes = _notes(cfg, data_dir, init_from, best, time.time() - t0, interrupted)
     paths = report_mod.write_report(records, exp_dir / "report", title=f"Sweep `{name}`: losses × regularisers", notes=notes)
+    if not interrupted and not cfg.tune.keep_trial_checkpoints:
+        freed = prune_trial_checkpoints(records)
+        print(f"[tune] removed {freed / 2**20:.0f} MiB of trial checkpoints (read only to resume an unfinished sweep)", flush=True)
     counts = {s: sum(r["status"] == s for r in records) for s in ("completed", "stopped", "failed", "unfinished")}
     return SweepResult(records, best, model_dir, paths, exp_dir, time.time() - t0, interrupted, counts)
 

@@ -105,7 +105,8 @@ def test_text_job_and_sentiment_default_to_the_runs_text_vocab(ray_session, tmp_
 
 def test_dialog_byte_ranges_give_the_same_output_as_whole_file_reads(ray_session, tmp_path):
     """The parallel read (byte ranges, C json + Arrow) against the careful per-record read of whole
-    files (range_bytes=0): same shards, same rejections, same manifest counts."""
+    files (range_bytes=0), both on Ray, and the in-process run of small inputs: same shards, same
+    rejections, same manifest counts."""
     from liaotian.pipelines.config import DialogDataConfig
     from liaotian.pipelines.prepare import run_dialog
 
@@ -120,19 +121,20 @@ def test_dialog_byte_ranges_give_the_same_output_as_whole_file_reads(ray_session
     (d / "c.json").write_bytes(text)
     (d / "b.json").write_text(json.dumps(rows[:10], ensure_ascii=False))
 
-    def run(range_bytes):
-        out = tmp_path / f"out{range_bytes}"
+    def run(range_bytes, in_process_max_bytes=0):
+        out = tmp_path / f"out{range_bytes}-{in_process_max_bytes}"
         m = run_dialog(DialogDataConfig(inputs=[str(d / "c.json"), str(d / "b.json")], max_len=16, batch_size=7,
-                                        range_bytes=range_bytes), out)
+                                        range_bytes=range_bytes, in_process_max_bytes=in_process_max_bytes), out)
         shards = {s: sorted(r for f in sorted((out / s).glob("*.parquet")) for r in
                             map(json.dumps, pq.read_table(f).to_pylist())) for s in ("train", "valid", "test")}
         rejected = {f.name: sorted(f.read_text().splitlines()) for f in (out / "rejected").glob("*.jsonl")}
         manifest = {k: v for k, v in m.to_dict().items() if k not in ("seconds", "shards", "ranges_fallen_back")}
         return shards, rejected, manifest, m.ranges_fallen_back
 
-    careful, fast = run(0), run(100)
-    assert careful[:3] == fast[:3]
+    careful, fast, in_process = run(0), run(100), run(100, in_process_max_bytes=1 << 20)
+    assert careful[:3] == fast[:3] == in_process[:3]
     assert careful[3] == 0 and fast[3] >= 2  # the ranges holding odd records and bad UTF-8 were read record by record, counted
+    assert in_process[3] == fast[3]  # the same read tasks, run without Ray
     # valid repeats 5 kept dialogues of train, b.json 9, train 1 of its own; "一" (3 copies) is too short
     assert careful[2]["rejected"] == {"not_a_list": 1, "non_string_utterance": 1, "invalid_utf8": 1, "too_few_utterances": 3,
                                       "duplicate": 15}

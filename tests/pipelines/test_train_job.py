@@ -55,6 +55,20 @@ def test_two_worker_run_lowers_validation_loss_and_exports(ray_session, train_da
         assert res.test_metrics is None
 
 
+def test_early_stopping_ends_the_run_and_exports_the_best(ray_session, train_data, tmp_path):
+    """min_delta above any loss: only the first evaluation counts as an improvement, so two workers stop
+    together after `patience` more evaluations, and the first evaluation's checkpoint is exported."""
+    from liaotian.pipelines.train_job import run
+
+    cfg = make_cfg(tmp_path, "dialog", max_steps=40, eval_every=4, checkpoint_every=100,
+                   early_stopping={"patience": 2, "min_delta": 1e6})
+    res = run("dialog", cfg, data_dir=train_data["dialog"])
+    assert res.stopped_early and res.steps == 12
+    assert res.metrics["step"] == 4 and res.metrics["val_step"] == 4  # the exported model is the best evaluation's
+    last = history(res)[-1]
+    assert last["step"] == 12 and last["stopped_early"] == 1 and last["best_step"] == 4
+
+
 def test_local_mode_classifier_from_an_mlm_encoder(ray_session, train_data, tmp_path):
     from liaotian.pipelines.train_job import run
 

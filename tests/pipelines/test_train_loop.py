@@ -161,3 +161,19 @@ def test_cluster_config_changes_only_where_it_runs():
         assert same == {k: v for k, v in demo["train"][kind].items() if k not in ("model", "scaling")}
         assert job["scaling"]["use_gpu"] is True
     assert load_run_config(root / "cluster.yaml").train.dialog.scaling.num_workers == 8
+
+
+def test_early_stopping_counts_evaluations_without_improvement():
+    from liaotian.pipelines.train_loop import EarlyStopping
+
+    stop = EarlyStopping(patience=2, mode="min", min_delta=0.01)
+    assert stop.update(5.0, 10) and not stop.should_stop
+    assert stop.update(4.0, 20)
+    assert not stop.update(3.995, 30) and not stop.should_stop  # within min_delta: not an improvement
+    assert not stop.update(float("nan"), 40) and stop.should_stop
+    assert (stop.best, stop.best_step) == (4.0, 20)
+    resumed = EarlyStopping(2, "min", 0.01, stop.state())  # a resumed run keeps counting
+    assert resumed.should_stop and resumed.best_step == 20
+    accuracy = EarlyStopping(patience=1, mode="max")
+    assert accuracy.update(0.5, 1) and accuracy.update(0.6, 2) and not accuracy.update(0.55, 3) and accuracy.should_stop
+    assert not EarlyStopping(patience=0).enabled and not EarlyStopping(patience=0, state={"bad_evals": 9}).should_stop

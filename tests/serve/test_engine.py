@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 import torch
@@ -108,7 +109,7 @@ def test_ansi_and_html_views():
         render_ansi(["a"], [0.1, 0.2])
 
 
-def test_explain_cli(tiny_models, tmp_path, capsys):
+def test_explain_cli(tiny_models, tmp_path, capsys, monkeypatch):
     from liaotian.cli import main
 
     out = tmp_path / "view.html"
@@ -116,6 +117,9 @@ def test_explain_cli(tiny_models, tmp_path, capsys):
     printed = capsys.readouterr().out  # not a terminal: signed scores as text, no escape codes
     assert "\x1b" not in printed and "F(x)" in printed and "8 steps" in printed and "(+" in printed
     assert out.read_text(encoding="utf-8").count('class="tok') == 7
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    assert main(["explain", str(tiny_models["classifier"]), "--text", "今天很开心", "--steps", "8"]) == 0
+    assert "\x1b[48;2;" in capsys.readouterr().out  # on a terminal, colours
     assert main(["explain", str(tiny_models["dialog"]), "--context", "你好", "--reply", "好的", "--json"]) == 0
     assert '"kind": "chat"' in capsys.readouterr().out
     assert main(["explain", str(tiny_models["dialog"]), "--text", "x"]) == 2

@@ -67,7 +67,7 @@ def _cfg(run_dir: Path, *sets: str):
     return load_run_config(None, base + list(sets))
 
 
-def test_tiny_sweep_writes_report_exports_best_and_reports_the_failed_trial(ray_session, run_dir):
+def test_tiny_sweep_writes_report_exports_best_and_reports_the_failed_trial(ray_session, run_dir, capsys):
     from liaotian.tune import sweep
 
     # focal with gamma < 0 raises inside the Train worker: that trial fails, the others finish
@@ -107,6 +107,11 @@ def test_tiny_sweep_writes_report_exports_best_and_reports_the_failed_trial(ray_
     from liaotian.models.checkpoint import load_pretrained
     model = load_pretrained(res.model_dir)
     assert type(model).__name__ == "Classifier"
+    # said while it ran; after it, no trial keeps Train checkpoints (nothing reads them), every model stays
+    out = capsys.readouterr().out
+    assert "[tune " in out and "(3/3 trials finished)" in out and "FAILED" in out
+    assert not [p for p in res.experiment_dir.glob("*/train/*/checkpoint_*") if p.is_dir()]
+    assert all((Path(r["model_dir"]) / "config.json").is_file() for r in res.records if r["model_dir"])
 
 
 def _interrupt_after_first_completion(marker: Path):
