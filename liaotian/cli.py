@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from liaotian.config import ConfigError, load_run_config
+from liaotian.typed_config import ConfigError  # the run config (and its section modules) loads when a command runs
 
 # command -> (module, one-line help)
 STAGES: dict[str, tuple[str, str]] = {
@@ -42,6 +42,8 @@ def load_config_from_args(args: argparse.Namespace, extra: dict | None = None):
         data = apply_overrides(read_yaml(getattr(args, "config", None)), overrides)
         data = apply_overrides(data, {k: v for k, v in extra.items() if v is not None})
         return from_dict(run_config_cls(), data)
+    from liaotian.config import load_run_config
+
     return load_run_config(getattr(args, "config", None), cfg_overrides)
 
 
