@@ -155,7 +155,9 @@ def connect(cfg: RayConfig | None = None):
         repo_root = str(Path(__file__).resolve().parents[1])
         runtime_env["env_vars"]["PYTHONPATH"] = os.pathsep.join(p for p in (repo_root, os.environ.get("PYTHONPATH")) if p)
     if address:  # a remote cluster gets the code from its image or `ray job submit --working-dir .`
-        ray.init(address=address, log_to_driver=cfg.log_to_driver, runtime_env=runtime_env)
+        # A local head joins as "auto" (Ray reads the same address file): only then does Ray turn on
+        # token authentication for the connection, which a head started with a token requires.
+        ray.init(address="auto" if on_this_machine else address, log_to_driver=cfg.log_to_driver, runtime_env=runtime_env)
     else:
         ray.init(
             address="local",  # never attach to a stray cluster by accident
