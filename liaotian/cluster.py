@@ -50,7 +50,9 @@ loggers:
 # have been started ... Nx the maximum expected startup concurrency": on 2 cores that maximum is 2,
 # and a demo that runs Data, Train with 2 workers, Tune trials and Serve in one session starts 20-30
 # worker processes over its life by design; the notice repeats at every multiple.
-QUIET_RAYLET_NOTICES = ("PYTHON worker processes have been started",)
+# "Task ServeController.graceful_shutdown failed ... killed by `ray.kill`": serve.shutdown() kills the
+# controller while that task of its own is still in flight; the shutdown itself succeeded.
+QUIET_RAYLET_NOTICES = ("PYTHON worker processes have been started", "ServeController.graceful_shutdown failed")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -77,6 +79,8 @@ def quiet_ray_logs() -> None:
             from ray.data._internal import logging as data_logging
 
             data_logging.configure_logging()
+    if not sys.stdout.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # the "(raylet)" / "(pid=...)" prefixes of forwarded lines
     if not sys.stderr.isatty():
         for handler in logging.getLogger("ray").handlers:
             if not any(isinstance(f, _StripColour) for f in handler.filters):
@@ -151,7 +155,9 @@ def connect(cfg: RayConfig | None = None):
         repo_root = str(Path(__file__).resolve().parents[1])
         runtime_env["env_vars"]["PYTHONPATH"] = os.pathsep.join(p for p in (repo_root, os.environ.get("PYTHONPATH")) if p)
     if address:  # a remote cluster gets the code from its image or `ray job submit --working-dir .`
-        ray.init(address=address, log_to_driver=cfg.log_to_driver, runtime_env=runtime_env)
+        # A local head joins as "auto" (Ray reads the same address file): only then does Ray turn on
+        # token authentication for the connection, which a head started with a token requires.
+        ray.init(address="auto" if on_this_machine else address, log_to_driver=cfg.log_to_driver, runtime_env=runtime_env)
     else:
         ray.init(
             address="local",  # never attach to a stray cluster by accident

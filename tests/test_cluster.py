@@ -62,6 +62,8 @@ def test_raylet_worker_count_notice_is_dropped_and_other_lines_kept(monkeypatch)
     quiet_ray_logs()
     ray_worker.print_to_stdstream({"lines": ["WARNING: 18 PYTHON worker processes have been started on node: x"], "pid": "raylet"},
                                   ignore_prefix=False)
+    ray_worker.print_to_stdstream({"lines": ["Task ServeController.graceful_shutdown failed. There are infinite retries "
+                                             "remaining"], "pid": "raylet"}, ignore_prefix=False)
     ray_worker.print_to_stdstream({"lines": ["a real error"], "pid": "raylet"}, ignore_prefix=False)
     assert printed == [["a real error"]]
 

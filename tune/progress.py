@@ -34,8 +34,8 @@ class SweepProgress(Callback):
         self._say(f"start {self._name(trial)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get(self.metric) is None or result.get("val_step") != result.get("step"):
-            return  # a training-loss report: the heartbeat covers it
+        if result.get(self.metric) is None or result.get("val_step") != result.get("step") or result.get("trial_done"):
+            return  # a training-loss report (the heartbeat covers it), or the final one (on_trial_complete says it)
         self._say(f"{self._name(trial)} step {result.get('step')}/{self.max_steps} {self.metric} {result[self.metric]:.3f}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
