@@ -16,14 +16,15 @@ from ray.tune import Callback
 
 
 class SweepProgress(Callback):
-    def __init__(self, total: int, metric: str, max_steps: int, heartbeat_s: float = 50.0, out=print):
-        self.total, self.metric, self.max_steps, self.heartbeat_s, self.out = total, metric, max_steps, heartbeat_s, out
+    # Tune pickles its callbacks with the experiment state (for --resume): plain attributes only.
+    def __init__(self, total: int, metric: str, max_steps: int, heartbeat_s: float = 50.0):
+        self.total, self.metric, self.max_steps, self.heartbeat_s = total, metric, max_steps, heartbeat_s
         self.t0 = self.last = time.time()
         self.done = 0
 
     def _say(self, text: str) -> None:
         self.last = time.time()
-        self.out(f"[tune {_clock(self.last - self.t0)}] {text}", flush=True)
+        print(f"[tune {_clock(self.last - self.t0)}] {text}", flush=True)
 
     @staticmethod
     def _name(trial) -> str:
