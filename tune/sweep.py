@@ -187,7 +187,11 @@ def run(cfg, *, resume: bool = False, name: str = "sweep", callbacks=None) -> Sw
 
 
 def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
-    """Every result the trial reported (Tune's result.json: one JSON object per line)."""
+    """Every result the trial reported (Tune's result.json: one JSON object per line).
+
+    Not `ResultGrid`'s `metrics_dataframe`: it is read from progress.csv, whose columns Tune's CSV logger
+    fixes at a trial's first report (ray/tune/logger/csv.py keeps only those keys), so the final
+    report's test metrics are not in it; result.json keeps every key of every report."""
     path = trial_dir / "result.json"
     if not path.is_file():
         return []
