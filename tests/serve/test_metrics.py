@@ -30,10 +30,21 @@ def samples(text: str) -> dict[str, list[tuple[str, float]]]:
     return out
 
 
+def labelled(found, name, **labels) -> list[float]:
+    return [v for lab, v in found.get(name, []) if all(f'{k}="{w}"' in lab for k, w in labels.items())]
+
+
 def value(found, name, **labels) -> float:
-    rows = [v for lab, v in found.get(name, []) if all(f'{k}="{w}"' in lab for k, w in labels.items())]
+    rows = labelled(found, name, **labels)
     assert rows, (name, labels, sorted(found))
     return sum(rows)
+
+
+# The labelled series the assertions below read: the scrape loop waits for all of them, since each
+# replica exports its series on Ray's own reporting interval (a name can appear before every label has).
+AWAITED = [("ray_liaotian_requests_total", {"status": "422"}), ("ray_liaotian_mean_reply_tokens", {"setting": "sample"}),
+           ("ray_liaotian_non_termination_rate", {"setting": "greedy"}), ("ray_liaotian_replies_total", {"setting": "sample+rerank"}),
+           ("ray_liaotian_requests_total", {"route": "/v1/attributions", "status": "200"})]
 
 
 def test_metrics_are_exported_during_requests(served):
@@ -64,8 +75,7 @@ def test_metrics_are_exported_during_requests(served):
                   "ray_liaotian_ig_quadrature_nodes_bucket", "ray_liaotian_requests_in_flight"]
         while time.monotonic() < deadline:
             found = samples(httpx.get(url, timeout=10).text)
-            refused = [v for lab, v in found.get("ray_liaotian_requests_total", []) if 'status="422"' in lab]
-            if all(name in found for name in wanted) and sum(refused) > 0:
+            if all(name in found for name in wanted) and all(labelled(found, n, **lab) for n, lab in AWAITED):
                 break
             time.sleep(2)
     finally:
