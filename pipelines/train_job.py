@@ -289,9 +289,13 @@ def _dataset(split_dir: Path, columns: list[str], limit: int | None = None):
     size = sum(f.stat().st_size for f in split_dir.glob("*.parquet"))
     if size * 8 < ray.available_resources().get("object_store_memory", 0) * 0.25:  # Arrow in memory ~ a few x Parquet
         table = pq.read_table(split_dir, columns=columns)
-        return ray.data.from_arrow(table.slice(0, limit) if limit else table)
+        if limit and limit < table.num_rows:
+            # evenly spaced rows, not the first `limit`: a split's rows can come grouped (the sentiment job
+            # writes each input file's rows together, and a prefix of its valid split held one class only)
+            table = table.take(np.linspace(0, table.num_rows - 1, limit).round().astype(np.int64))
+        return ray.data.from_arrow(table)
     ds = ray.data.read_parquet(str(split_dir), columns=columns)
-    return ds.limit(limit) if limit else ds.randomize_block_order()
+    return ds.randomize_block_order(seed=0).limit(limit) if limit else ds.randomize_block_order()
 
 
 def _check_data_dir(data_dir: Path, kind: str) -> Path:

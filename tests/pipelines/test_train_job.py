@@ -135,3 +135,18 @@ def test_config_errors_fail_fast(ray_session, train_data, tmp_path):
         run("dialog", make_cfg(tmp_path, "dialog", model={**SMALL_MODEL, "vocab_size": 10}, scaling={"num_workers": 0}),
             data_dir=train_data["dialog"])
     assert time.time() - t0 < 20
+
+
+def test_validation_subset_spans_a_split_whose_rows_are_grouped(ray_session, tmp_path):
+    """The rows evaluated during training are spread over the split, not its first rows: the sentiment
+    job writes each input file's rows together, so a prefix of its valid split can hold one class."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from liaotian.pipelines.train_job import _dataset
+
+    split = tmp_path / "valid"
+    split.mkdir()
+    pq.write_table(pa.table({"input_ids": [[2, 5, 3]] * 100, "label": [0] * 50 + [1] * 50}), split / "part-00000.parquet")
+    labels = [r["label"] for r in _dataset(split, ["input_ids", "label"], limit=10).take_all()]
+    assert len(labels) == 10 and set(labels) == {0, 1}
