@@ -133,13 +133,7 @@ def build_context(utterances: list[str], tok: CharTokenizer, max_len: int, reser
     if budget < 3:
         raise ValueError(f"build_context: max_len - reserve = {budget} leaves no room for an utterance")
     encoded = [tok.encode(u) for u in utterances]
-    start, used = len(encoded), 1
-    while start > 0 and used + len(encoded[start - 1]) + 1 <= budget:
-        start -= 1
-        used += len(encoded[start]) + 1
-    if start == len(encoded) and encoded:  # the last utterance alone is too long: keep its tail
-        start = len(encoded) - 1
-        encoded[start] = encoded[start][len(encoded[start]) - (budget - 2):]
+    start = _fit_newest(encoded, budget, fixed=1)  # [CLS]
     first_segment = start % 2 if start < len(encoded) else len(encoded) % 2
     ids, seg = [tok.cls_id], [first_segment]
     for i in range(start, len(encoded)):
@@ -148,19 +142,27 @@ def build_context(utterances: list[str], tok: CharTokenizer, max_len: int, reser
     return ids, seg, len(utterances) % 2
 
 
+def _fit_newest(encoded: list[list[int]], budget: int, fixed: int) -> int:
+    """Index of the oldest utterance kept: the newest ones, each costing its tokens plus one separator
+    or speaker token, that fit `budget` beside `fixed` other tokens. When even the last one does not
+    fit alone, its tail is kept (`encoded` is shortened in place)."""
+    start, used = len(encoded), fixed
+    while start > 0 and used + len(encoded[start - 1]) + 1 <= budget:
+        start -= 1
+        used += len(encoded[start]) + 1
+    if start == len(encoded) and encoded:
+        start = len(encoded) - 1
+        encoded[start] = encoded[start][len(encoded[start]) - (budget - fixed - 1):]
+    return start
+
+
 def _cdial_context(encoded: list[list[int]], tok: CharTokenizer, budget: int):
     """`[CLS] [speaker1] u1 [speaker2] u2 … [speakerR]`, what CDial-GPT's infer.py feeds before a
     reply (the reply's speaker token included); oldest utterances dropped until it fits `budget`."""
     if budget < 4:
         raise ValueError(f"build_context: max_len - reserve = {budget} leaves no room for an utterance")
     encoded = [list(u) for u in encoded]
-    start, used = len(encoded), 2  # [CLS] and the reply's speaker token
-    while start > 0 and used + len(encoded[start - 1]) + 1 <= budget:
-        start -= 1
-        used += len(encoded[start]) + 1
-    if start == len(encoded) and encoded:  # the last utterance alone is too long: keep its tail
-        start = len(encoded) - 1
-        encoded[start] = encoded[start][len(encoded[start]) - (budget - 3):]
+    start = _fit_newest(encoded, budget, fixed=2)  # [CLS] and the reply's speaker token
     ids, seg = [tok.cls_id], [CDIAL_CLS_SEGMENT]
     for j, u in enumerate(encoded[start:]):
         ids += [tok.speaker_ids[j % 2]] + u
