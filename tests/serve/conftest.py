@@ -65,13 +65,12 @@ API_KEY = "test-key"
 
 
 @pytest.fixture(scope="session")
-def served(ray_session, tiny_models, tmp_path_factory):
-    """Both Serve applications on a free loopback port, small limits and fast autoscaling.
-    Yields (base_url, run config); Serve is shut down afterwards."""
+def served_config(ray_session, tiny_models, tmp_path_factory):
+    """The run config of both Serve applications: a free loopback port, small limits, fast autoscaling.
+    Serve is shut down at the end of the session."""
     from ray import serve
 
     from liaotian.config import load_run_config
-    from liaotian.serve.app import run
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,8 +86,23 @@ def served(ray_session, tiny_models, tmp_path_factory):
                            "autoscaling": fast},
                   "attribution": {"num_cpus": 0.5, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}},
     })
-    run(cfg, blocking=False)
     try:
-        yield f"http://127.0.0.1:{port}", cfg
+        yield cfg
     finally:
         serve.shutdown()
+
+
+@pytest.fixture
+def served(served_config):
+    """Both applications running on `served_config`'s port; yields (base_url, run config).
+    Deploys them when they are not running: on first use, and again after a module that runs its own
+    applications (test_hf_served.py shuts Serve down) — a session-cached deployment would leave every
+    later test talking to a closed port."""
+    from ray import serve
+
+    from liaotian.serve.app import ROUTES, run
+
+    status = serve.status().applications
+    if not all(name in status and status[name].status == "RUNNING" for name in ROUTES):
+        run(served_config, blocking=False)
+    yield f"http://127.0.0.1:{served_config.serve.port}", served_config

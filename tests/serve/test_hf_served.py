@@ -1,7 +1,7 @@
 """`liaotian serve` with an imported CDial-GPT checkpoint (random-init OpenAIGPTLMHeadModel made by
 transformers, then `liaotian import hf`): the OpenAI client gets replies and the attribution
-endpoint explains one. Runs its own Serve applications on the shared Ray session (after the
-`served` fixture's tests in this folder: it shuts Serve down first and last)."""
+endpoint explains one. Runs its own Serve applications on the shared Ray session: it shuts Serve down
+first and last, and the `served` fixture deploys its applications again for the tests that follow."""
 from __future__ import annotations
 
 import socket
