@@ -186,23 +186,20 @@ def run(cfg, *, resume: bool = False, name: str = "sweep", callbacks=None) -> Sw
     return SweepResult(records, best, model_dir, paths, exp_dir, time.time() - t0, interrupted, counts)
 
 
-def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
-    """Every result the trial reported (Tune's result.json: one JSON object per line).
+def _reports(result) -> list[dict[str, Any]]:
+    """A trial's reports in order, from its `Result`: the in-training ones from `metrics_dataframe`
+    (Tune's progress.csv) and the final one from `metrics` (the trial's last result).
 
-    Not `ResultGrid`'s `metrics_dataframe`: it is read from progress.csv, whose columns Tune's CSV logger
-    fixes at a trial's first report (ray/tune/logger/csv.py keeps only those keys), so the final
-    report's test metrics are not in it; result.json keeps every key of every report."""
-    path = trial_dir / "result.json"
-    if not path.is_file():
-        return []
+    The final report carries the test metrics, which progress.csv has no columns for (Tune's CSV
+    logger fixes the columns at a trial's first report), so it is taken from `Result.metrics`."""
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill mid-write
-                continue
+    df = result.metrics_dataframe
+    if df is not None and len(df):
+        # NaN marks a key a report did not have; numpy scalars become Python numbers for the JSON report
+        rows = [{k: getattr(v, "item", lambda: v)() for k, v in r.items() if v == v} for r in df.to_dict("records")]
+    last = dict(result.metrics or {})
+    if last.get(DONE_KEY):
+        rows = [r for r in rows if not r.get(DONE_KEY)] + [last]
     return rows
 
 
@@ -216,14 +213,16 @@ def collect_records(exp_dir: Path, specs: list[dict[str, Any]] | None = None) ->
     Tune creates trials lazily, so an interrupted sweep's state may not list the trials it never
     started: `specs` (the full sweep) lets those count as unfinished too.
     """
-    from ray.tune import ExperimentAnalysis
+    from ray.tune import ExperimentAnalysis, ResultGrid
 
     analysis = ExperimentAnalysis(str(exp_dir))
     records, interrupted = [], False
-    for trial in analysis.trials:
+    # ResultGrid builds one Result per trial in `analysis.trials` order; the trial gives the status
+    # (a Result does not say whether ASHA stopped a trial or the sweep was interrupted).
+    for trial, result in zip(analysis.trials, ResultGrid(analysis)):
         spec = trial.config["spec"]
         tdir = exp_dir / _dirname(spec)
-        rows = _read_results(tdir)
+        rows = _reports(result)
         final = next((r for r in reversed(rows) if r.get(DONE_KEY)), None)
         history = [{k: r.get(k) for k in ("step", METRIC, "val_loss", "train_loss") if r.get(k) is not None}
                    for r in rows if not r.get(DONE_KEY) and r.get(METRIC) is not None]
