@@ -23,7 +23,6 @@
    The FLOP ceiling of the ratio is printed with it: both project every scored position onto the
    vocabulary, so a wide vocabulary against a shallow body caps it (≈ 26× at 3 × 256, 36× at
    3 × 512, 42× at 6 × 384).
-5. Integrated Gradients rows from benchmarks/attribution.py (`run_ig_benchmarks`) when present.
 Measurements of a pair alternate (ours, anchor, ours, …) and keep the best of n, so that load from
 other processes hits both alike and distorts the figures least. By default torch runs one intra-op
 thread (`--threads`), and each figure is timed twice: by the process's CPU time (the ratio in the
@@ -36,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import os
 import time
 from pathlib import Path
@@ -534,27 +532,16 @@ def bench_pll(quick: bool) -> list[dict]:
     return rows
 
 
-def ig_rows(quick: bool) -> tuple[list[dict], list[str]]:
-    if importlib.util.find_spec("benchmarks.attribution") is None and not (Path(__file__).parent / "attribution.py").exists():
-        return [], ["Integrated Gradients rows: benchmarks/attribution.py not present"]
-    try:
-        from benchmarks.attribution import run_ig_benchmarks
-    except ImportError:
-        from attribution import run_ig_benchmarks
-    rows = run_ig_benchmarks(quick)
-    return rows, [n for r in rows for n in r.get("notes", [])]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, shorter lengths")
-    parser.add_argument("--only", nargs="*", default=None, help="subset of: train decode linear pll ig")
+    parser.add_argument("--only", nargs="*", default=None, help="subset of: train decode linear pll (Integrated Gradients: benchmarks/attribution.py)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads for ours and the anchors alike (default 1: on a shared machine "
                              "contention then hits both equally)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    parts = args.only or ["train", "decode", "linear", "pll", "ig"]
+    parts = args.only or ["train", "decode", "linear", "pll"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows, notes = [], [f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average at start {load:.1f}",
                        "ratio = by process CPU time (best of n, interleaved); wall-clock figures are in the JSON rows"]
@@ -572,10 +559,6 @@ def main() -> None:
         notes += n
     if "pll" in parts:
         rows += bench_pll(args.quick)
-    if "ig" in parts:
-        r, n = ig_rows(args.quick)
-        rows += r
-        notes += n
     notes += [f"{r['name']}: wall-clock ratio {r['wall_ratio']:.2f} ({r['wall_value']:.4g} vs {r['wall_anchor_value']:.4g})"
               for r in rows if "wall_ratio" in r]
     notes.append(f"load average at end {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
