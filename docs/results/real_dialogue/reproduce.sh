@@ -5,6 +5,7 @@
 # file); `make demo` and `make test` do not. Writes docs/results/real_dialogue/ (reports, replies, log).
 #
 #   bash docs/results/real_dialogue/reproduce.sh
+#   FROM_STEP=2 bash docs/results/real_dialogue/reproduce.sh   # continue after step 1 (its model in runs/), log appended
 #
 # RAY_PREFIX is put before each command that starts Ray (e.g. "nice -n 10", or a lock on a shared box).
 set -euo pipefail
@@ -22,7 +23,8 @@ if [ ! -f "$LCCC" ]; then
   echo "reproduce.sh: $LCCC is absent (it comes from ../shared/data; set LCCC=FILE to use another LCCC JSON file)" >&2
   exit 2
 fi
-: > "$LOG"
+FROM_STEP=${FROM_STEP:-1}
+[ "$FROM_STEP" -gt 1 ] || : > "$LOG"
 run_logged() {  # PREFIX CMD...: run PREFIX CMD, log CMD with its duration and its output (Ray's INFO lines left out)
   local prefix=$1; shift
   echo "\$ $*" | tee -a "$LOG"
@@ -35,13 +37,17 @@ ray() { run_logged "$RAY_PREFIX" "$@"; }
 
 echo "# $(date -u +%FT%TZ) on $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); git $(git rev-parse --short HEAD)" >> "$LOG"
 # 1. The LCCC model: preprocess (hash split 90/5/5), train for the fixed budget, evaluate on the test part.
+if [ "$FROM_STEP" -le 1 ]; then
 ray "$LIAOTIAN" data dialog "$LCCC" --config "$CFG" --overwrite
 ray "$LIAOTIAN" train dialog --config "$CFG"
 step "$LIAOTIAN" eval dialog "$RUN/models/dialog" --config "$CFG"
 mkdir -p "$OUT/lccc_tiny" && cp "$RUN/eval/report.json" "$RUN/eval/report.md" "$OUT/lccc_tiny/"
+fi
 
-# 2. The demo's model: chatterbot data and configs/demo.yaml's dialog training; then the same LCCC
-#    dialogues encoded with its vocabulary (same hash split, so the same test dialogues) for its evaluation.
+# 2. The demo's model: chatterbot data and configs/demo.yaml's dialog training (its vocabulary is the one the
+#    demo shares with the review data, so `data text` first); then the same LCCC dialogues encoded with that
+#    vocabulary (same hash split, so the same test dialogues) for its evaluation.
+ray "$LIAOTIAN" data text --config configs/demo.yaml --set run_dir=$DEMO --overwrite
 ray "$LIAOTIAN" data dialog --config configs/demo.yaml --set run_dir=$DEMO --overwrite
 ray "$LIAOTIAN" train dialog --config configs/demo.yaml --set run_dir=$DEMO --set ray.include_dashboard=false
 ray "$LIAOTIAN" data dialog "$LCCC" --config "$CFG" --set run_dir=$DEMO --vocab "$DEMO/models/dialog/vocab.txt" \
