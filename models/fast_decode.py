@@ -23,13 +23,15 @@ the decoding precision:
 The context runs in the decoding precision as well (CTranslate2 does the same): at batch 16 the
 context's products in fp32 were ~12 % of an int8 run's time.
 
-Why eager and not TorchScript or `torch.compile`: TorchScript is deprecated upstream. `torch.compile`
-(inductor) of the one-token step over a static-shape cache was measured here (6 × 384, batch 1, one
-thread): 13-18 CPU s of compilation per model and batch shape, and the compiled fp32 step was
-slower than this eager one (the products stay MKL calls; the fused attention kernel rewrote the
-masked cache); weight-only int8 was not lowered to an int8 kernel without freezing (the weights were
-dequantised to fp32 on every call). The eager step's Python overhead was also measured against the
-former TorchScript step: docs/results/benchmarks/decode_step_eager_vs_torchscript.txt.
+Why eager and not TorchScript or `torch.compile`: TorchScript is deprecated upstream.
+benchmarks/decode_compile_probe.py compiles this step (fp32, batch 1) with inductor over a static-shape
+cache: from an empty inductor cache the compilation took 37-48 CPU s (69-101 s wall) on this 2-core
+machine (3.6 CPU s with a warm cache), and in three loaded runs the compiled step was 0.84-1.25x this
+eager step (docs/results/benchmarks/decode_compile_probe.txt): not a clear gain for a start-up cost
+per model and batch shape. The products stay MKL / fbgemm calls either way; weight-only int8 was not lowered to an
+int8 kernel without freezing (the weights were dequantised to fp32 on every call). The eager step's
+Python overhead was also measured against the former TorchScript step and against the previous eager
+step: docs/results/benchmarks/decode_step_eager_vs_torchscript.txt.
 
 Configurations the fast steps do not cover (linear attention, options other than the defaults of
 the pre-LN GPT-2 layout) decode through the model's own `step`: counted per reason in
