@@ -56,13 +56,16 @@ def test_fp32_one_token_step_equals_the_model_step(n_segments, st):
     assert not fast.fallbacks
 
 
+@pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("st", [False, True])
 @pytest.mark.parametrize("last_only", [False, True])
-def test_fp32_context_step_equals_the_model_step(st, last_only):
-    """The context (left-padded, several tokens) runs the fast step too; then a second chunk of
-    several tokens on top of the cache (the causal mask aligned bottom-right)."""
+def test_fp32_context_step_equals_the_model_step(st, last_only, padded):
+    """The context (several tokens, left-padded or not) runs the fast step too; then a second chunk
+    of several tokens on top of the cache (the causal mask aligned bottom-right)."""
     m = make(n_segments=2, self_terminating=st)
     ctx, mask, tokens = inputs()
+    if not padded:
+        mask[:] = True
     fast = FastDecoder(m, "fp32")
     got, want = [], []
     for decoder, out in ((m, want), (fast, got)):
