@@ -1,4 +1,5 @@
-"""What replacing the TorchScript decoding step by the eager one (models/fast_decode.py) cost or gained.
+"""What replacing the TorchScript decoding step by the eager one (models/fast_decode.py) cost or gained,
+and what the latest changes to the eager step gained (`step_vs_previous_eager_*`).
 
 One run, one machine: the former DialogLM (models/dialog_lm.py, token_step.py and kernels.py as of
 commit 54bef9b, loaded from git history into a throw-away package) and `FastDecoder` over today's
@@ -6,7 +7,9 @@ plain DialogLM, with the same weights, decode greedily through `liaotian.models.
 (the served path; 64-token context, NEW tokens, min_new_tokens = max_new_tokens) at batch 1 and 16,
 one torch thread, timed by process CPU time (best of REPS, interleaved). The former step runs
 TorchScript over oneDNN-packed weights (its own fp32 and bf16); the eager step runs torch's public
-kernels. Needs the repository's git history.
+kernels. The previous eager step (models/fast_decode.py as of commit c2db105: the context through the
+model's own fp32 step, layer norms and embeddings called as modules) runs over the same model at fp32,
+int8 and bf16. Needs the repository's git history.
 
 Run: `.venv/bin/python benchmarks/decode_step_vs_torchscript.py`.
 """
@@ -34,6 +37,7 @@ from liaotian.models.generate import DecodingConfig, Prompt, generate  # noqa: E
 
 FORMER = "54bef9b"  # the last commit with the TorchScript step
 FORMER_FILES = ("dialog_lm", "token_step", "kernels", "layers", "attention")
+PREVIOUS_EAGER = "c2db105"  # models/fast_decode.py before the context ran in the decoding precision
 CONTEXT, NEW, REPS = 64, 128, 3
 
 
@@ -53,6 +57,17 @@ def former_dialog_lm(root: Path):
     return importlib.import_module("former_models.dialog_lm")
 
 
+def previous_fast_decode(root: Path):
+    """models/fast_decode.py as of PREVIOUS_EAGER, as module `previous_fast_decode` (it runs over today's DialogLM)."""
+    repo = Path(__file__).resolve().parent.parent
+    text = subprocess.run(["git", "show", f"{PREVIOUS_EAGER}:models/fast_decode.py"], cwd=repo, check=True,
+                          capture_output=True, text=True).stdout
+    (root / "previous_fast_decode.py").write_text(text)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module("previous_fast_decode")
+
+
 def main() -> None:
     torch.set_num_threads(1)
     cfg = dict(vocab_size=VOCAB, max_len=512, n_layer=L, n_head=H, d_model=D, dropout=0.0)
@@ -62,6 +77,7 @@ def main() -> None:
         former = former_dialog_lm(Path(tmp))
         old = former.DialogLM(former.DialogLMConfig(**cfg)).eval()
         old.load_state_dict(model.state_dict())
+        previous = previous_fast_decode(Path(tmp))
         decoding = DecodingConfig(strategy="greedy", max_new_tokens=NEW, min_new_tokens=NEW)
         g = torch.Generator().manual_seed(1)
         rows, notes = [], [f"torch {torch.__version__}, 1 thread, load average at start {os.getloadavg()[0]:.1f}; "
@@ -85,9 +101,20 @@ def main() -> None:
                 rows.append(result(f"eager_vs_torchscript_{precision}_batch{batch}", batch * NEW / t_new.cpu, "tokens/s",
                                    f"former TorchScript step {precision}, oneDNN-packed", batch * NEW / t_old.cpu,
                                    wall_ratio=t_old.wall / t_new.wall, replies_equal=f"{sum(same)}/{len(same)}"))
+            for precision in ("fp32", "int8", "bf16"):
+                fns = [run(FastDecoder(model, precision)), run(previous.FastDecoder(model, precision))]
+                t_new, t_old = alternate(fns, reps=REPS)
+                same = [a[0].token_ids == b[0].token_ids for a, b in zip(fns[0](), fns[1]())]
+                rows.append(result(f"step_vs_previous_eager_{precision}_batch{batch}", batch * NEW / t_new.cpu, "tokens/s",
+                                   f"eager step of {PREVIOUS_EAGER} {precision}", batch * NEW / t_old.cpu,
+                                   wall_ratio=t_old.wall / t_new.wall, replies_equal=f"{sum(same)}/{len(same)}"))
         notes.append(f"load average at end {os.getloadavg()[0]:.1f}")
-        print_table("decoding step: eager (models/fast_decode.py) vs the former TorchScript step", rows, notes)
-        emit("decode_step_vs_torchscript", rows, context=CONTEXT, new_tokens=NEW, former_commit=FORMER)
+        notes.append("replies_equal (JSON rows): int8 replies of random weights differ once the context is quantised "
+                     "(near-ties everywhere); greedy agreement on a trained model is in benchmarks/models.py")
+        print_table("decoding step: eager (models/fast_decode.py) vs the former TorchScript step and the previous eager step",
+                    rows, notes)
+        emit("decode_step_vs_torchscript", rows, context=CONTEXT, new_tokens=NEW, former_commit=FORMER,
+             previous_eager_commit=PREVIOUS_EAGER)
 
 
 if __name__ == "__main__":

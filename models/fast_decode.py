@@ -1,29 +1,40 @@
 """Opt-in decoding speed layer for DialogLM: what `liaotian chat` and the chat deployment decode with.
 
 `FastDecoder(model, precision)` offers the model's decoding interface (`config`, `parameters`,
-`init_state`, `step`), so `models.generate` runs on it unchanged. A context (several tokens) goes
-through the model's own `step`; each one-token step after it runs `_one_token_step` below: the same
-operations as the model's blocks in the same order (tested equal to `DialogLM.step` in fp32), in plain
-eager PyTorch, minus what a single new token does not need (dropout modules, masks for unpadded
-rows, index tensors), and with the linear layers in the decoding precision:
+`init_state`, `step`), so `models.generate` runs on it unchanged. Every step runs here: the context
+(several tokens, left padding) through `_fast_step`, each new token after it through
+`_one_token_step`. Both do the same operations as the model's blocks in the same order (tested equal
+to `DialogLM.step` in fp32), in plain eager PyTorch, minus what decoding does not need (dropout
+modules; for one token also masks for unpadded rows and index tensors), with the layer norms and
+embeddings called as functions on tensors prepared once (`_Products`), and with the linear layers in
+the decoding precision:
 
 - "fp32": the parameters themselves (`F.linear`, torch's default kernels);
 - "bf16": bf16 copies (oneDNN behind `F.linear`); the inputs of each product are cast, the residual
   stream, the layer norms, the KV cache and the attention stay fp32;
 - "int8": dynamically quantised copies (`torch.ao.quantization.quantize_dynamic`: int8 weights with a
-  scale per output row, activations quantised per call), the output layer included;
+  scale per output row, activations quantised per call with one scale per call, so over the whole
+  context in its step), the output layer included;
 - "auto": bf16 where the CPU computes bf16 natively (amx_bf16 / avx512_bf16, or a CUDA device with
   bf16) AND one timed pass over this model's products at 1 and 8 rows is faster in bf16 than in fp32
   (bf16 weights are reordered by oneDNN on every call, which costs more than it saves at one row on
   some CPUs); else fp32. int8 only when asked: it changes the model's numbers more than bf16.
 
-Why eager and not TorchScript or `torch.compile`: TorchScript is deprecated upstream, and inductor
-needs a C++ compiler and tens of seconds of compilation per model and cache length at run time. The
-eager step's Python overhead (~130 small operations a token) was measured against the former
-TorchScript step in one run: docs/results/benchmarks/decode_step_eager_vs_torchscript.txt.
+The context runs in the decoding precision as well (CTranslate2 does the same): at batch 16 the
+context's products in fp32 were ~12 % of an int8 run's time.
 
-Configurations the one-token step does not cover (linear attention, options other than the
-defaults of the pre-LN GPT-2 layout) decode through the model's own `step`: counted per reason in
+Why eager and not TorchScript or `torch.compile`: TorchScript is deprecated upstream.
+benchmarks/decode_compile_probe.py compiles this step (fp32, batch 1) with inductor over a static-shape
+cache: from an empty inductor cache the compilation took 37-48 CPU s (69-101 s wall) on this 2-core
+machine (3.6 CPU s with a warm cache), and in three loaded runs the compiled step was 0.84-1.25x this
+eager step (docs/results/benchmarks/decode_compile_probe.txt): not a clear gain for a start-up cost
+per model and batch shape. The products stay MKL / fbgemm calls either way; weight-only int8 was not lowered to an
+int8 kernel without freezing (the weights were dequantised to fp32 on every call). The eager step's
+Python overhead was also measured against the former TorchScript step and against the previous eager
+step: docs/results/benchmarks/decode_step_eager_vs_torchscript.txt.
+
+Configurations the fast steps do not cover (linear attention, options other than the defaults of
+the pre-LN GPT-2 layout) decode through the model's own `step`: counted per reason in
 `FastDecoder.fallbacks` and logged once per decoder, never silent.
 """
 from __future__ import annotations
@@ -39,6 +50,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from liaotian.models.attention import causal_mask
 from liaotian.models.precision import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -63,8 +75,11 @@ def unsupported_reason(config) -> str | None:
 
 
 class _Products:
-    """Each linear layer of the model as a callable in the decoding precision: per block (qkv, attention
-    out, MLP in, MLP out), then the output layer (the tied token embedding, no bias)."""
+    """What the fast step reads, prepared once per weights: each linear layer of the model as a
+    callable in the decoding precision, per block (qkv, attention out, MLP in, MLP out), then the
+    output layer (the tied token embedding, no bias); and, as detached tensors, the embedding tables
+    and each layer norm's (weight, bias, eps), so that a token calls `F.layer_norm` / `F.embedding`
+    directly instead of going through `nn.Module.__call__` (2x the cost of the op itself at one row)."""
 
     def __init__(self, model: nn.Module, precision: str):
         self.precision = precision
@@ -76,6 +91,13 @@ class _Products:
         products = make(layers + [head])
         self.blocks = [products[i : i + 4] for i in range(0, len(layers), 4)]
         self.head = products[-1]
+        # (a layout the fast step does not run, e.g. no final norm, never reads these: see `unsupported_reason`)
+        norm = lambda ln: (ln.normalized_shape, ln.weight.detach(), ln.bias.detach(), ln.eps) if isinstance(ln, nn.LayerNorm) else None  # noqa: E731
+        self.norms = [(norm(b.ln1), norm(b.ln2)) for b in model.blocks]
+        self.final_norm = norm(model.ln_f)
+        embed = model.embed
+        self.token_table, self.position_table = embed.token.weight.detach(), embed.position.weight.detach()
+        self.segment_table = None if embed.segment is None else embed.segment.weight.detach()
 
     @staticmethod
     def _fp32(layers):
@@ -102,7 +124,7 @@ class _Products:
         with warnings.catch_warnings():  # torch marks torch.ao.quantization deprecated in favour of torchao
             warnings.simplefilter("ignore")
             quantised = quantize_dynamic(copies, {nn.Linear}, dtype=torch.qint8)
-        return list(quantised)
+        return [lin.forward for lin in quantised]  # the module's own forward, without __call__'s hook checks
 
 
 def weights_signature(model: nn.Module) -> tuple:
@@ -150,7 +172,7 @@ class FastDecoder:
         self.decode_precision = precision  # the setting as given
         self.precision = resolve_decode_precision(precision, model)  # what it resolved to here
         self.unsupported = unsupported_reason(model.config)
-        self.fallbacks: Counter[str] = Counter()  # one-token steps sent to the model's own `step`, per reason
+        self.fallbacks: Counter[str] = Counter()  # steps (a context's, a token's) sent to the model's own `step`, per reason
         self._products: _Products | None = None
 
     def parameters(self):
@@ -171,28 +193,81 @@ class FastDecoder:
         return state
 
     def step(self, input_ids, segment_ids, state, token_mask=None, last_only: bool = False):
-        """`DialogLM.step`; one new token per row after a context runs `_one_token_step`."""
-        one_token = input_ids.shape[1] == 1 and token_mask is None and state.length > 0
-        if one_token and self.unsupported is None:
-            if state.seen + 1 > self.config.max_len:
-                raise ValueError(f"decoding past max_len={self.config.max_len} ({state.seen} + 1 tokens)")
+        """`DialogLM.step` through `_fast_step`: the context (several tokens, left padding) and each new token."""
+        if self.unsupported is None:
+            T = input_ids.shape[1]
+            if state.seen + T > self.config.max_len:
+                raise ValueError(f"decoding past max_len={self.config.max_len} ({state.seen} + {T} tokens)")
             with torch.inference_mode():
                 products = getattr(state, "products", None) or self.products()  # a state from model.init_state has none
-                return _one_token_step(self.model, products, input_ids, segment_ids, state)
-        if one_token:
-            if not self.fallbacks:
-                log.warning("decoding %s through the plain model step (the fast one-token step does not cover %s)",
-                            type(self.model).__name__, self.unsupported)
-            self.fallbacks[self.unsupported] += 1
+                if T == 1 and token_mask is None and state.length > 0:
+                    return _one_token_step(self.model, products, input_ids, segment_ids, state)
+                return _fast_step(self.model, products, input_ids, segment_ids, state, token_mask, last_only)
+        if not self.fallbacks:
+            log.warning("decoding %s through the plain model step (the fast step does not cover %s)",
+                        type(self.model).__name__, self.unsupported)
+        self.fallbacks[self.unsupported] += 1
         return self.model.step(input_ids, segment_ids, state, token_mask, last_only)
 
 
-def _one_token_step(model, products: _Products, input_ids, segment_ids, state):
-    """One new token per row through the embeddings, every pre-LN softmax block and the output layer.
+def _embed(p: _Products, input_ids, positions, segment_ids):
+    """`Embeddings.forward` (token + position (+ segment); dropout off while decoding), tables read directly."""
+    x = F.embedding(input_ids, p.token_table) + F.embedding(positions, p.position_table)
+    if p.segment_table is not None and segment_ids is not None:
+        x = x + F.embedding(segment_ids.long(), p.segment_table)
+    return x
 
-    The same operations as `Block.forward` / `SoftmaxAttention.forward` with a KV cache, written for a
-    single query: its keys and values go straight into the preallocated cache slot, and rows without
-    padding need no mask (one query sees every cached key).
+
+def _fast_step(model, p: _Products, input_ids, segment_ids, state, token_mask=None, last_only=False):
+    """T new tokens per row (a context, left-padded under `token_mask`): `DialogLM.step` for the pre-LN
+    softmax layout, with the linear layers in the decoding precision. Positions, key mask and causal
+    mask are built as the model builds them."""
+    B, T = input_ids.shape
+    H = model.config.n_head
+    tm = None if token_mask is None else token_mask.to(input_ids.device).bool()
+    if tm is not None and bool(tm.all()):
+        tm = None
+    if tm is None:
+        positions = state.positions[:, None] + torch.arange(T, device=input_ids.device)
+    else:
+        positions = state.positions[:, None] + (tm.long().cumsum(1) - 1).clamp(min=0)
+    L, S = state.length, state.length + T
+    attn_mask, is_causal = None, L == 0
+    if tm is not None or state.key_mask is not None:
+        old = state.key_mask if state.key_mask is not None else input_ids.new_ones(B, L, dtype=torch.bool)
+        new = tm if tm is not None else input_ids.new_ones(B, T, dtype=torch.bool)
+        state.key_mask = torch.cat([old, new], 1)
+        attn_mask, is_causal = causal_mask(state.key_mask, T, S, input_ids.device), False
+    elif L > 0 and T > 1:  # with a cache, the causal mask aligns bottom-right
+        attn_mask, is_causal = causal_mask(None, T, S, input_ids.device), False
+    elif L > 0:
+        is_causal = False  # one new query sees every cached key
+    x = _embed(p, input_ids, positions, segment_ids)  # (B, T, D)
+    D = x.shape[-1]
+    like = x.new_empty(B, H, 0, D // H)  # what an empty cache allocates
+    start = [cache.reserve(T, like=like) for cache in state.layers][0]  # the same slots in every layer
+    for cache, (ln1, ln2), (qkv, out, fc, proj) in zip(state.layers, p.norms, p.blocks):
+        q, k, v = qkv(F.layer_norm(x, *ln1).view(B * T, D)).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
+        cache.k[:, :, start:S] = k
+        cache.v[:, :, start:S] = v
+        a = F.scaled_dot_product_attention(q, cache.k[:, :, :S], cache.v[:, :, :S], attn_mask=attn_mask, is_causal=is_causal)
+        x = x + out(a.transpose(1, 2).reshape(B * T, D)).view(B, T, D)
+        x = x + proj(F.gelu(fc(F.layer_norm(x, *ln2).view(B * T, D)), approximate="tanh")).view(B, T, D)
+    h = F.layer_norm(x, *p.final_norm)
+    scored = h[:, -1:] if last_only else h
+    scores = p.head(scored.reshape(-1, D)).float().view(B, scored.shape[1], -1)  # (B, T|1, V)
+    if model.config.self_terminating:  # its running product needs every position
+        log_prod, state.st_log_prod = model._st_log_prod(h, input_ids, positions, tm, state.st_log_prod)
+        scores = model._st_log_probs(scores, log_prod[:, -scores.shape[1]:])
+    return scores, state.advance(T, None if tm is None else tm.sum(1))
+
+
+def _one_token_step(model, p: _Products, input_ids, segment_ids, state):
+    """One new token per row: `_fast_step` for T = 1, with what a single new token does not need left
+    out (position ranges, masks for unpadded rows, the causal mask, reshapes): the per-token path.
+
+    Its keys and values go straight into the preallocated cache slot, and rows without padding need
+    no mask (one query sees every cached key).
     """
     B, H = input_ids.shape[0], model.config.n_head
     attn_mask = None
@@ -201,19 +276,19 @@ def _one_token_step(model, products: _Products, input_ids, segment_ids, state):
         attn_mask = state.key_mask[:, None, None, :]  # (B, 1, 1, S) = causal_mask(key_mask, 1, S)
     start = [cache.reserve(1) for cache in state.layers][0]  # the same slot in every layer
     end = start + 1
-    x = model.embed(input_ids, state.positions[:, None], segment_ids)[:, 0]  # (B, D)
+    positions = state.positions[:, None]
+    x = _embed(p, input_ids, positions, segment_ids)[:, 0]  # (B, D)
     D = x.shape[1]
-    for blk, cache, (qkv, out, fc, proj) in zip(model.blocks, state.layers, products.blocks):
-        q, k, v = qkv(blk.ln1(x)).view(B, 3, H, 1, D // H).unbind(1)  # 3 × (B, H, 1, Dh)
+    for cache, (ln1, ln2), (qkv, out, fc, proj) in zip(state.layers, p.norms, p.blocks):
+        q, k, v = qkv(F.layer_norm(x, *ln1)).view(B, 3, H, 1, D // H).unbind(1)  # 3 × (B, H, 1, Dh)
         cache.k[:, :, start:end] = k
         cache.v[:, :, start:end] = v
         a = F.scaled_dot_product_attention(q, cache.k[:, :, :end], cache.v[:, :, :end], attn_mask=attn_mask)
         x = x + out(a.view(B, D))
-        x = x + proj(F.gelu(fc(blk.ln2(x)), approximate="tanh"))
-    h = model.ln_f(x)
-    scores = products.head(h).float().view(B, 1, -1)
+        x = x + proj(F.gelu(fc(F.layer_norm(x, *ln2)), approximate="tanh"))
+    h = F.layer_norm(x, *p.final_norm)
+    scores = p.head(h).float().view(B, 1, -1)
     if model.config.self_terminating:
-        log_prod, state.st_log_prod = model._st_log_prod(h.view(B, 1, -1), input_ids, state.positions[:, None], None,
-                                                          state.st_log_prod)
+        log_prod, state.st_log_prod = model._st_log_prod(h.view(B, 1, -1), input_ids, positions, None, state.st_log_prod)
         scores = model._st_log_probs(scores, log_prod)
     return scores, state.advance(1)

@@ -56,6 +56,29 @@ def test_fp32_one_token_step_equals_the_model_step(n_segments, st):
     assert not fast.fallbacks
 
 
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("st", [False, True])
+@pytest.mark.parametrize("last_only", [False, True])
+def test_fp32_context_step_equals_the_model_step(st, last_only, padded):
+    """The context (several tokens, left-padded or not) runs the fast step too; then a second chunk
+    of several tokens on top of the cache (the causal mask aligned bottom-right)."""
+    m = make(n_segments=2, self_terminating=st)
+    ctx, mask, tokens = inputs()
+    if not padded:
+        mask[:] = True
+    fast = FastDecoder(m, "fp32")
+    got, want = [], []
+    for decoder, out in ((m, want), (fast, got)):
+        state = decoder.init_state(ctx.shape[0])
+        out.append(decoder.step(ctx, torch.ones_like(ctx), state, token_mask=mask, last_only=last_only)[0])
+        out.append(decoder.step(tokens[:, :3], torch.zeros_like(tokens[:, :3]), state, last_only=last_only)[0])
+        out.append(decoder.step(tokens[:, 3:4], torch.zeros_like(tokens[:, :1]), state)[0])
+        out.append(state.positions)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+    assert not fast.fallbacks
+
+
 def greedy(model, ctx_rows, new=24):
     prompts = [Prompt(row, [0] * len(row), 1) for row in ctx_rows]
     cfg = DecodingConfig(strategy="greedy", max_new_tokens=new, min_new_tokens=new)
@@ -110,7 +133,7 @@ def test_linear_attention_and_unknown_layout_options_fall_back_counted():
     fast = FastDecoder(m, "fp32")
     ctx, mask, tokens = inputs()
     torch.testing.assert_close(scores_along(fast, ctx, mask, tokens), scores_along(m, ctx, mask, tokens))
-    assert fast.fallbacks == {"attention='linear'": tokens.shape[1]}
+    assert fast.fallbacks == {"attention='linear'": 1 + tokens.shape[1]}  # the context's step and each token's
 
     @dataclasses.dataclass
     class WithOption(DialogLMConfig):  # as an imported model's layout option would appear
