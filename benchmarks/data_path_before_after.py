@@ -12,7 +12,7 @@ Both sides take turns (the first one alternating), and each figure is the best o
 The machine is shared: the load average is printed; the CPU-time rows are the load-robust ones.
 
     .venv/bin/python benchmarks/data_path_before_after.py --before OLD_CHECKOUT \
-        [--file ../shared/data/lccc_base/LCCC-base_valid.json] [--repeats 3]
+        [--label "commit REV"] [--file ../shared/data/lccc_base/LCCC-base_valid.json] [--repeats 3] [--no-end-to-end]
 OLD_CHECKOUT is a checkout with its own .venv (e.g. `git archive REV | tar -x -C DIR` and
 `/work/wt/mkvenv.sh DIR`-style editable install).
 """
@@ -95,6 +95,7 @@ ROWS = (  # key, row name, unit
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", help="the older checkout (with its own .venv)")
+    ap.add_argument("--label", help="what the older checkout is, for the anchor column (default: its folder name)")
     ap.add_argument("--file", default=str(HERE.parent.parent / "shared" / "data" / "lccc_base" / "LCCC-base_valid.json"),
                     help="an LCCC JSON file (a bare list of dialogues)")
     ap.add_argument("--repeats", type=int, default=3)
@@ -122,7 +123,7 @@ def main(argv=None) -> None:
                 for k, v in got.items():
                     best[(side, k)] = min(best.get((side, k), float("inf")), v)
                 loads.append(os.getloadavg()[0])
-    rows = [result(name, best[("after", key)], unit, f"before ({sides['before'].name})", best[("before", key)],
+    rows = [result(name, best[("after", key)], unit, args.label or sides["before"].name, best[("before", key)],
                    lower_is_better=True) for key, name, unit in ROWS if ("after", key) in best]
     print_table(f"benchmarks/data_path_before_after.py: {path.name}, best of {args.repeats} per side", rows, [
         f"load average (1 min) after each side's timings: {', '.join(f'{x:.1f}' for x in loads)}",

@@ -13,6 +13,7 @@ are numbers of edits: characters removed or mapped, whitespace runs rewritten, u
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 from collections import Counter
 from typing import NamedTuple
@@ -87,10 +88,11 @@ TEXT_RULES = tuple(dict.fromkeys(r.counter for r in RULES))  # the counters, in 
 def _python_step(rule: Rule):
     """(counter, compiled pattern, replacement) of one rule for `re.subn`."""
     if rule.shift:
-        replacement = lambda m, by=rule.shift: chr(ord(m[0]) - by)  # noqa: E731
+        shifted = {chr(c): chr(c - rule.shift) for c in rule.chars}
+        replacement = lambda m: shifted[m[0]]  # noqa: E731
     elif group := re.fullmatch(r"\\(\d)", rule.replacement):
-        # a group read directly: Python 3.11 expands a template in Python per match (3x slower on LCCC text)
-        replacement = lambda m, g=int(group[1]): m[g]  # noqa: E731
+        # the group read in C: Python 3.11 expands a template in Python per match (3x slower on LCCC text)
+        replacement = operator.itemgetter(int(group[1]))
     else:
         replacement = rule.replacement
     return rule.counter, re.compile(rule.pattern), replacement
