@@ -4,9 +4,9 @@ The text rules are data: `RULES`, in the order they apply, each a counter and a 
 written in the syntax Python's `re` and RE2 (the engine of `pyarrow.compute`) read alike: character
 classes of literal characters, no lookaround. One string (chat, serve, `CharTokenizer.encode`) goes
 through them with `re` (`clean_text`); a column of strings (the preprocessing jobs) with RE2 kernels
-(`clean_text_array`), so both apply the same expressions and a rule is written once. (Running single
-strings through the column code instead costs ~280 us a string against ~7 us: arrays of one element
-pay every kernel's fixed cost.) Dialogue rules (`clean_dialogue_lists`): utterances cut to
+(`clean_text_array`), so both apply the same expressions and a rule is written once. (A string sent
+through the column code as a one-element array costs ~40x what `re` does on LCCC utterances: every
+kernel's fixed cost.) Dialogue rules (`clean_dialogue_lists`): utterances cut to
 `max_chars`, a dialogue split at an empty turn, pieces of fewer than two utterances dropped. Counts
 are numbers of edits: characters removed or mapped, whitespace runs rewritten, utterances cut.
 """
@@ -122,7 +122,10 @@ def apply_rule(counter: str, text: str) -> tuple[str, int]:
 
 def clean_text_array(arr: pa.StringArray, counts: Counter) -> pa.StringArray:
     """Every text rule on every string of a null-free array, with RE2 kernels; counts added to
-    `counts`. Each rule is first counted: one with nothing to fix costs one scan and no rewrite."""
+    `counts`. Each rule is first counted: one with nothing to fix costs one scan and no rewrite.
+    (Measured against the NumPy byte code that applied the full-width and LCCC rules here before:
+    1.7x its CPU time on LCCC-base valid, 0.25 vs 0.14 s, about 1% of `data dialog` on that file;
+    RE2 pays per match, and LCCC text has a space to remove every other character.)"""
     for rule in RULES:
         n = pc.sum(pc.count_substring_regex(arr, rule.pattern)).as_py() or 0
         if n:
