@@ -4,8 +4,9 @@ fitting rule serve training windows and chat/serve prompts.)
 
 Both sides take turns (the first one alternating), and each figure is the best of its repeats:
   - in a process of each checkout, CPU time at one thread: `clean_dialogue_lists` over the file's
-    dialogues (the column path of `liaotian data dialog`), `clean_text` and `CharTokenizer.encode` per
-    utterance, on the raw utterances and on cleaned ones (the chat/serve path: history is encoded
+    dialogues (the column path of `liaotian data dialog`), `clean_texts` over its utterances in
+    batches of 4096 (the path of `data sentiment` and `data text`), `clean_text` and
+    `CharTokenizer.encode` per utterance, raw and cleaned (the chat/serve path: history is encoded
     one string at a time);
   - `liaotian data dialog FILE` from each checkout, end to end (wall, and CPU seconds of the process
     tree, Ray's workers included).
@@ -40,13 +41,14 @@ def worker(path: str) -> dict:
 
     import pyarrow as pa
 
-    from liaotian.pipelines.cleaning import clean_dialogue_lists, clean_text
+    from liaotian.pipelines.cleaning import clean_dialogue_lists, clean_text, clean_texts
     from liaotian.pipelines.tokenizer import build_vocab, count_chars
 
     pa.set_cpu_count(1)
     dialogues = json.loads(Path(path).read_text(encoding="utf-8"))
     lists = pa.array(dialogues, pa.list_(pa.string()))
-    raw = [u for d in dialogues for u in d][:PER_STRING]
+    every = [u for d in dialogues for u in d]
+    raw = every[:PER_STRING]
     cleaned = [clean_text(u) for u in raw]
     tok = build_vocab(count_chars(cleaned))
 
@@ -60,6 +62,7 @@ def worker(path: str) -> dict:
 
     return {
         "clean_dialogue_lists_s": cpu(lambda: clean_dialogue_lists(lists, 200, Counter()), 5),
+        "clean_texts_s": cpu(lambda: [clean_texts(every[i:i + 4096], Counter()) for i in range(0, len(every), 4096)], 3),
         "clean_text_raw_us": cpu(lambda: [clean_text(u) for u in raw], 3) / len(raw) * 1e6,
         "clean_text_cleaned_us": cpu(lambda: [clean_text(u) for u in cleaned], 3) / len(raw) * 1e6,
         "encode_raw_us": cpu(lambda: [tok.encode(u) for u in raw], 3) / len(raw) * 1e6,
@@ -83,6 +86,7 @@ def end_to_end(root: Path, path: Path, work: Path) -> dict:
 
 ROWS = (  # key, row name, unit
     ("clean_dialogue_lists_s", "clean_dialogue_lists", "CPU-s"),
+    ("clean_texts_s", "clean_texts_4096_batches", "CPU-s"),
     ("clean_text_raw_us", "clean_text_raw_utterance", "CPU-us"),
     ("clean_text_cleaned_us", "clean_text_cleaned_utterance", "CPU-us"),
     ("encode_raw_us", "encode_raw_utterance", "CPU-us"),
