@@ -104,6 +104,7 @@ def main(argv=None) -> None:
                     help="an LCCC JSON file (a bare list of dialogues)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-end-to-end", action="store_true", help="the in-process rows only (no Ray)")
+    ap.add_argument("--no-in-process", action="store_true", help="the end-to-end rows only")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -115,24 +116,31 @@ def main(argv=None) -> None:
     if not path.is_file():
         raise SystemExit(f"{path}: no such file (pass --file)")
     sides = {"before": Path(args.before).resolve(), "after": HERE.parent}
-    best: dict[tuple[str, str], float] = {}
+    seen: dict[tuple[str, str], list[float]] = {}
     loads = []
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
             for side in (("before", "after") if rep % 2 == 0 else ("after", "before")):  # neither always first
                 root = sides[side]
-                got = in_process(root, path)
+                got = {} if args.no_in_process else in_process(root, path)
                 if not args.no_end_to_end:
                     got.update(end_to_end(root, path, Path(tmp) / side))
                 for k, v in got.items():
-                    best[(side, k)] = min(best.get((side, k), float("inf")), v)
+                    seen.setdefault((side, k), []).append(v)
                 loads.append(os.getloadavg()[0])
-    rows = [result(name, best[("after", key)], unit, args.label or sides["before"].name, best[("before", key)],
-                   lower_is_better=True) for key, name, unit in ROWS if ("after", key) in best]
+    rows = []
+    for key, name, unit in ROWS:
+        if ("after", key) in seen:
+            after, before = sorted(seen[("after", key)]), sorted(seen[("before", key)])
+            rows.append(result(name, after[0], unit, args.label or sides["before"].name, before[0], lower_is_better=True,
+                               median=after[len(after) // 2], anchor_median=before[len(before) // 2],
+                               median_ratio=before[len(before) // 2] / after[len(after) // 2]))
     print_table(f"benchmarks/data_path_before_after.py: {path.name}, best of {args.repeats} per side", rows, [
         f"load average (1 min) after each side's timings: {', '.join(f'{x:.1f}' for x in loads)}",
         "in-process rows: CPU time at one thread; ratio = before / after (above 1: after is faster)",
         f"per-string rows: mean over {PER_STRING} utterances of the file, raw and cleaned",
+        "ratio of the medians (load adds time, so the best is the steadier figure): " + ", ".join(
+            f"{r['name']} {r['median_ratio']:.2f}" for r in rows),
     ])
     emit("data_path_before_after", rows, file=str(path), repeats=args.repeats)
 
