@@ -1,8 +1,9 @@
 """Are two `liaotian data` output directories equal in content? (shards row by row in shard order,
 vocab.txt, tokenizer.json, rejected files, manifest without its timing and the fields one side may lack)
 
-    .venv/bin/python benchmarks/compare_outputs.py BEFORE_DIR AFTER_DIR
-Exit status 0 when equal; prints what differs otherwise.
+    .venv/bin/python benchmarks/compare_outputs.py BEFORE_DIR AFTER_DIR [--unordered]
+Exit status 0 when equal; prints what differs otherwise. `--unordered`: shard rows compared as
+multisets (the sentiment and text jobs do not keep their row order from one run to the next).
 """
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ def rows(out: Path, split: str) -> list[dict]:
     return [r for f in sorted((out / split).glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
 
 
-def compare(a: Path, b: Path) -> list[str]:
+def compare(a: Path, b: Path, unordered: bool = False) -> list[str]:
     diffs = []
     for split in ("train", "valid", "test"):
         ra, rb = rows(a, split), rows(b, split)
+        if unordered:
+            ra, rb = (sorted(r, key=lambda row: json.dumps(row, sort_keys=True)) for r in (ra, rb))
         if ra != rb:
             diffs.append(f"{split}: {len(ra)} vs {len(rb)} rows, first difference at row "
                          f"{next((i for i, (x, y) in enumerate(zip(ra, rb)) if x != y), min(len(ra), len(rb)))}")
@@ -42,9 +45,11 @@ def compare(a: Path, b: Path) -> list[str]:
 
 
 def main(argv=None) -> int:
-    a, b = map(Path, (argv or sys.argv[1:]))
-    diffs = compare(a, b)
-    print(f"{a} vs {b}: " + ("equal in content (shards row by row, vocab, tokenizer, rejected, manifest without "
+    args = list(argv or sys.argv[1:])
+    unordered = "--unordered" in args
+    a, b = (Path(x) for x in args if x != "--unordered")
+    diffs = compare(a, b, unordered)
+    print(f"{a} vs {b}: " + (f"equal in content (shards row by row{' as multisets' if unordered else ''}, vocab, tokenizer, rejected, manifest without "
                              f"{sorted(IGNORED)})" if not diffs else "DIFFERENT"))
     for d in diffs:
         print("  " + d)

@@ -15,12 +15,15 @@ utterances. Response k (every utterance but the first) is learnt in exactly one 
 starts as early as still fits with k in it; that window then takes as many following responses as
 fit. An utterance longer than `max_len - 4` tokens (room for [CLS], one context token, two [SEP])
 is cut to that length ("utterances" truncated); when not even the whole previous utterance fits as
-context, only its tail is kept in that window ("context" truncated).
+context, only its tail is kept in that window ("context" truncated). What fits is decided by
+`fit_newest`, the rule `build_context` applies to a prompt: a training window differs from a prompt
+only in that a dialogue gives several, and that one asks for a response plus some context.
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,20 +38,40 @@ class Window:
     context_keep: int | None = None  # tokens kept (the tail) of utterance `start`, when cut
 
 
+class Fit(NamedTuple):
+    start: int  # the oldest utterance kept
+    keep: int | None  # tokens kept (the tail) of utterance `start` when it is not whole, else None
+    tokens: int  # tokens taken, `fixed` ones included
+
+
+def fit_newest(lengths: list[int], budget: int, fixed: int, at_least: int = 1) -> Fit:
+    """The windowing rule, for training windows and chat/serve prompts alike: the newest utterances
+    (of `lengths` tokens, each costing one more for its separator or speaker token) that fit `budget`
+    beside `fixed` other tokens. When fewer than `at_least` fit whole, the newest `at_least` are kept,
+    the oldest of them as its tail (the newer ones must fit whole). A prompt needs one utterance to
+    reply to (`at_least=1`); a training window a response and some context (`at_least=2`)."""
+    n = len(lengths)
+    start, used = n, fixed
+    while start > 0 and used + lengths[start - 1] + 1 <= budget:
+        start -= 1
+        used += lengths[start] + 1
+    if n - start >= at_least or n < at_least:
+        return Fit(start, None, used)
+    start = n - at_least
+    used = fixed + sum(lengths[i] + 1 for i in range(start + 1, n))
+    return Fit(start, budget - used - 1, budget)
+
+
 def plan_windows(lengths: list[int], max_len: int) -> list[Window]:
-    """Windows over utterances of `lengths` tokens (each <= max_len - 4 from index 1 on)."""
+    """Windows over utterances of `lengths` tokens (each <= max_len - 4 from index 1 on).
+
+    Training cuts a dialogue into several windows and a prompt is one, but the rule for what fits is
+    the prompt's (`fit_newest`): response k takes the newest utterances before it that fit, at least
+    one (its tail when not whole); the window then takes as many following responses as fit."""
     n = len(lengths)
     out, k = [], 1
     while k < n:
-        used = 1 + lengths[k] + 1  # [CLS] + response + [SEP]
-        s = k
-        while s > 0 and used + lengths[s - 1] + 1 <= max_len:  # as much preceding context as fits
-            s -= 1
-            used += lengths[s] + 1
-        keep = None
-        if s == k:  # not even the whole previous utterance fits: keep its tail
-            s, keep = k - 1, max_len - used - 1
-            used = max_len
+        s, keep, used = fit_newest(lengths[:k + 1], max_len, fixed=1, at_least=2)  # [CLS]
         e = k + 1
         while e < n and used + lengths[e] + 1 <= max_len:
             used += lengths[e] + 1
@@ -143,16 +166,10 @@ def build_context(utterances: list[str], tok: CharTokenizer, max_len: int, reser
 
 
 def _fit_newest(encoded: list[list[int]], budget: int, fixed: int) -> int:
-    """Index of the oldest utterance kept: the newest ones, each costing its tokens plus one separator
-    or speaker token, that fit `budget` beside `fixed` other tokens. When even the last one does not
-    fit alone, its tail is kept (`encoded` is shortened in place)."""
-    start, used = len(encoded), fixed
-    while start > 0 and used + len(encoded[start - 1]) + 1 <= budget:
-        start -= 1
-        used += len(encoded[start]) + 1
-    if start == len(encoded) and encoded:
-        start = len(encoded) - 1
-        encoded[start] = encoded[start][len(encoded[start]) - (budget - fixed - 1):]
+    """`fit_newest` on token lists: the index of the oldest utterance kept; a tail kept is cut in place."""
+    start, keep, _ = fit_newest([len(u) for u in encoded], budget, fixed)
+    if keep is not None:
+        encoded[start] = encoded[start][len(encoded[start]) - keep:]
     return start
 
 

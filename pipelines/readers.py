@@ -55,18 +55,6 @@ class RawDialogue:
     utterances: list[str]
 
 
-# ------------------------------------------------------------------ LCCC spacing
-
-# A space with a non-ASCII character on either side is LCCC's tokenisation, not text: remove it.
-# Spaces between two ASCII words ("hello world") are kept.
-_LCCC_SPACE = re.compile(r"(?<=[^\x00-\x7f]) +| +(?=[^\x00-\x7f])")
-
-
-def restore_spacing(text: str) -> str:
-    """'今 天 天 气 ok good' -> '今天天气ok good' (LCCC separates every character/word by spaces)."""
-    return _LCCC_SPACE.sub("", text)
-
-
 # ------------------------------------------------------------------ detection
 
 def detect_format(path: str | Path) -> str:

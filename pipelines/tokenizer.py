@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liaotian.pipelines.cleaning import _CONTROL, _FULLWIDTH_MAP, clean_text
+from liaotian.pipelines.cleaning import CONTROL, FULLWIDTH_CHARS, FULLWIDTH_SHIFT, WHITESPACE_CHARS, clean_text
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[SPK1]", "[SPK2]")
 CDIAL_SPEAKERS = ("[speaker1]", "[speaker2]")
@@ -131,8 +131,8 @@ class CharTokenizer:
         limit = self.vocab_size if vocab_size is None else vocab_size
         vocab = {t: i for t, i in self.token_to_id.items() if i < limit}
         tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-        steps = [normalizers.Replace(Regex(_onig_class(_CONTROL.pattern)), "")]
-        steps += [normalizers.Replace(k, v) for k, v in _FULLWIDTH_MAP.items()]
+        steps = [normalizers.Replace(Regex(_onig_class(CONTROL)), "")]
+        steps += [normalizers.Replace(chr(c), chr(c - FULLWIDTH_SHIFT)) for c in FULLWIDTH_CHARS]
         if self.lowercase:
             steps.append(normalizers.Lowercase())
         tok.normalizer = normalizers.Sequence(steps)
@@ -193,4 +193,4 @@ def _onig_class(python_class: str) -> str:
     return "".join(f"\\x{{{ord(c):x}}}" if not (c.isascii() and c.isprintable()) else c for c in python_class)
 
 
-_WHITESPACE_CPS = [c for c in range(0x3001) if chr(c).isspace()]  # all of them lie below U+3001
+_WHITESPACE_CPS = list(WHITESPACE_CHARS)

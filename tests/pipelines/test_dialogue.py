@@ -1,7 +1,8 @@
-"""Samples: segment ids, loss masks, windows (every response learnt exactly once), build_context."""
+"""Samples: segment ids, loss masks, windows (every response learnt exactly once), build_context, and the
+one fitting rule both use."""
 from collections import Counter
 
-from liaotian.pipelines.dialogue import build_context, dialogue_samples, encode_pieces, plan_windows
+from liaotian.pipelines.dialogue import Fit, build_context, dialogue_samples, encode_pieces, fit_newest, plan_windows
 from liaotian.pipelines.tokenizer import build_vocab, count_chars
 
 TOK = build_vocab(count_chars(["abcdefghij"]))
@@ -60,3 +61,16 @@ def test_build_context_drops_oldest_and_keeps_reply_parity():
     assert toks(ids) == "^defg|hi|" and seg == [1, 1, 1, 1, 1, 1, 0, 0, 0] and reply == 1
     ids, seg, reply = build_context(["ab", "c"], TOK, 32, reserve=4)
     assert toks(ids) == "^ab|c|" and reply == 0
+
+
+def test_one_fitting_rule_for_prompts_and_training_windows():
+    # [CLS] + utterances of 3, 4, 2 tokens, each with its separator: the newest two take 1 + 5 + 3 = 9
+    assert fit_newest([3, 4, 2], 9, fixed=1) == Fit(1, None, 9)
+    assert fit_newest([3, 4, 9], 9, fixed=1) == Fit(2, 7, 9)  # the last alone does not fit: its tail
+    assert fit_newest([3, 8, 2], 9, fixed=1) == Fit(2, None, 4)  # a prompt is content with the last one
+    assert fit_newest([3, 8, 2], 9, fixed=1, at_least=2) == Fit(1, 4, 9)  # a window wants context: a tail
+    # the prompt for a history and the window learning its last utterance start at the same place
+    history = ["abc", "defg", "hi"]
+    ids, _, _ = build_context(history, TOK, 9)
+    window = plan_windows([len(TOK.encode(u)) for u in history], 9)[-1]
+    assert toks(ids) == "^defg|hi|" and (window.start, window.first_response, window.context_keep) == (1, 2, None)

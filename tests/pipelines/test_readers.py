@@ -1,15 +1,10 @@
-"""Readers: formats, detection, LCCC spacing, and every bad-input case as a reasoned rejection."""
+"""Readers: formats, detection, and every bad-input case as a reasoned rejection."""
 import json
 
 import pytest
 
-from liaotian.pipelines.readers import CorpusError, RawDialogue, detect_format, read_corpus, restore_spacing
+from liaotian.pipelines.readers import CorpusError, RawDialogue, detect_format, read_corpus
 from liaotian.pipelines.schema import RejectedRecord
-
-
-def test_restore_spacing_joins_cjk_and_keeps_ascii_words():
-    assert restore_spacing("今 天 天 气 不 错") == "今天天气不错"
-    assert restore_spacing("我 爱 hello world 啊") == "我爱hello world啊"
 
 
 def test_lccc_object_of_splits_is_streamed_per_split(tmp_path):
