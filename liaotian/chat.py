@@ -128,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
 
     from liaotian.models.fast_decode import FastDecoder
 
-    model = FastDecoder(model, cfg.serve.decode_precision)  # decodes as served (models/fast_decode.py)
+    # decodes as served (models/fast_decode.py); "auto" times the batch it will run: one reply, or --n candidates
+    model = FastDecoder(model, cfg.serve.decode_precision, rows=(args.n if args.rerank else 1,))
     tok = load_tokenizer(args.model_dir)
     decoding = dataclasses.replace(decoding, **reply_token_rules(tok, model))
     session = ChatSession(model, tok, decoding, mlm, mlm_tok, args.alpha)

@@ -16,7 +16,8 @@ the decoding precision:
   scale per output row, activations quantised per call with one scale per call, so over the whole
   context in its step), the output layer included;
 - "auto": bf16 where the CPU computes bf16 natively (amx_bf16 / avx512_bf16, or a CUDA device with
-  bf16) AND one timed pass over this model's products at 1 and 8 rows is faster in bf16 than in fp32
+  bf16) AND one timed pass over this model's products at the batch sizes the decoder will run (1 and 8 unless
+  told; `liaotian chat` says 1) is faster in bf16 than in fp32
   (bf16 weights are reordered by oneDNN on every call, which costs more than it saves at one row on
   some CPUs); else fp32. int8 only when asked: it changes the model's numbers more than bf16.
 
@@ -145,8 +146,13 @@ def _time_products(products: _Products, d_model: int, rows: int, passes: int = 3
     return best
 
 
-def resolve_decode_precision(name: str, model: nn.Module) -> str:
-    """"auto" | "fp32" | "bf16" | "int8" -> the precision to decode `model` with (see the module docstring)."""
+def resolve_decode_precision(name: str, model: nn.Module, rows: tuple[int, ...] = (1, 8)) -> str:
+    """"auto" | "fp32" | "bf16" | "int8" -> the precision to decode `model` with (see the module docstring).
+
+    `rows`: the batch sizes the decoder will mostly run, which "auto" times: bf16 can lose at one row
+    and win at eight on the same CPU (here 7.32 vs 4.98 ms a step at batch 1, 18.35 vs 23.68 at batch 16),
+    so `liaotian chat` (one conversation) asks for (1,) and a server for a spread of sizes
+    (docs/results/benchmarks/models_decode.txt)."""
     if name not in DECODE_PRECISIONS:
         raise ValueError(f"decode precision must be one of {DECODE_PRECISIONS}, got {name!r}")
     if name != "auto":
@@ -159,18 +165,18 @@ def resolve_decode_precision(name: str, model: nn.Module) -> str:
     with torch.inference_mode():
         fp32, bf16 = _Products(model, "fp32"), _Products(model, "bf16")
         d = model.config.d_model
-        cost = {p.precision: sum(_time_products(p, d, rows) for rows in (1, 8)) for p in (fp32, bf16)}
+        cost = {p.precision: sum(_time_products(p, d, n) for n in rows) for p in (fp32, bf16)}
     return "bf16" if cost["bf16"] < cost["fp32"] else "fp32"
 
 
 class FastDecoder:
     """A DialogLM's decoding interface with a fast one-token step (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, precision: str = "auto"):
+    def __init__(self, model: nn.Module, precision: str = "auto", rows: tuple[int, ...] = (1, 8)):
         self.model = model
         self.config = model.config
         self.decode_precision = precision  # the setting as given
-        self.precision = resolve_decode_precision(precision, model)  # what it resolved to here
+        self.precision = resolve_decode_precision(precision, model, rows)  # what it resolved to here, for `rows`
         self.unsupported = unsupported_reason(model.config)
         self.fallbacks: Counter[str] = Counter()  # steps (a context's, a token's) sent to the model's own `step`, per reason
         self._products: _Products | None = None

@@ -170,3 +170,21 @@ def test_kv_cache_reserve_grows_geometrically_and_keeps_what_was_written():
     torch.testing.assert_close(cache.k[:, :, :6], torch.cat(written_k, 2), rtol=0, atol=0)
     torch.testing.assert_close(cache.v[:, :, :6], torch.cat(written_v, 2), rtol=0, atol=0)
     assert KVCache().reserve(2, like=k) == 0  # an empty cache is allocated like `like`
+
+
+def test_auto_times_the_batch_sizes_the_decoder_will_run(monkeypatch):
+    """bf16 that loses at one row and wins at eight: `auto` picks fp32 for one row (`liaotian chat`), bf16 for
+    a spread of sizes, by the timings of the rows it is given."""
+    m = make()
+    monkeypatch.setattr(fast_decode, "resolve_precision", lambda name, device: torch.bfloat16)  # native bf16 here
+    cost = {("fp32", 1): 1.0, ("bf16", 1): 1.5, ("fp32", 8): 4.0, ("bf16", 8): 2.0}
+    timed = []
+
+    def fake_time(products, d_model, rows, passes=3):
+        timed.append(rows)
+        return cost[(products.precision, rows)]
+
+    monkeypatch.setattr(fast_decode, "_time_products", fake_time)
+    assert resolve_decode_precision("auto", m, rows=(1,)) == "fp32" and set(timed) == {1}
+    assert resolve_decode_precision("auto", m) == "bf16" and set(timed) == {1, 8}
+    assert FastDecoder(m, "auto", rows=(1,)).precision == "fp32"
