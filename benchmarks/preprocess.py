@@ -175,7 +175,7 @@ def measure(side: str, n: int, path: Path, work: Path, args) -> dict:
     raise SystemExit(f"unknown side {side!r}")
 
 
-def rows_from(measures: list[dict]) -> tuple[list[dict], list[str]]:
+def rows_from(measures: list[dict], before_label: str = "the --before executable") -> tuple[list[dict], list[str]]:
     by = {(m["n"], m["side"]): m for m in measures}
     rows, notes = [], []
     for n in sorted({m["n"] for m in measures}):
@@ -195,9 +195,9 @@ def rows_from(measures: list[dict]) -> tuple[list[dict], list[str]]:
             rows.append(result(f"peak_rss_{label}", ours["rss"] / 2**20, "MiB", "datasets script peak RSS", d["rss"] / 2**20,
                                lower_is_better=True, n=n))
         if (b := by.get((n, "before"))):
-            rows.append(result(f"preprocess_after_vs_before_{label}", ours["wall"], "s", "commit 54bef9b (--before)", b["wall"],
+            rows.append(result(f"preprocess_after_vs_before_{label}", ours["wall"], "s", before_label, b["wall"],
                                lower_is_better=True, n=n))
-            rows.append(result(f"preprocess_after_vs_before_{label}_cpu", ours["cpu"], "CPU-s", "commit 54bef9b (--before)", b["cpu"],
+            rows.append(result(f"preprocess_after_vs_before_{label}_cpu", ours["cpu"], "CPU-s", before_label, b["cpu"],
                                lower_is_better=True, n=n))
         if (r := by.get((n, "bert_reference"))):
             rows.append(result(f"preprocess_vs_bert_reference_{label}", n / ours["wall"], "dlg/s", "BertTokenizer, one process",
@@ -211,6 +211,7 @@ def main(argv=None) -> None:
     ap.add_argument("--sides", default="ours,datasets,bert_reference", help="what to time: ours, datasets, before, bert_reference")
     ap.add_argument("--reference-n", type=int, default=5_000, help="dialogues the BertTokenizer reference is timed on")
     ap.add_argument("--before", help="another liaotian executable (an older checkout's .venv/bin/liaotian), side 'before'")
+    ap.add_argument("--before-label", default="the --before executable", help="the anchor's name in the table (e.g. its commit)")
     ap.add_argument("--workdir", help="where the synthetic files go (kept between runs: reused when present)")
     ap.add_argument("--combine", nargs="+", metavar="OUTPUT", help="merge the MEASURE lines of earlier runs (each run under ~6 "
                     "minutes on a shared machine) into one table and one JSON line")
@@ -231,7 +232,7 @@ def main(argv=None) -> None:
                 m = measure(side, n, path, work, args)
                 print("MEASURE " + json.dumps(m, ensure_ascii=False), flush=True)  # kept even if a later side runs out of time
                 measures.append(m)
-    rows, notes = rows_from(measures)
+    rows, notes = rows_from(measures, args.before_label)
     notes.append("wall: seconds from process start to shards written (imports and Ray start-up included); CPU-s: CPU seconds "
                  "of the whole process tree (Ray workers included), sampled every 0.2 s; the machine is shared: CPU-s ratios "
                  "are the load-robust ones")
