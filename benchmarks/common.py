@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,3 +57,14 @@ def emit(benchmark: str, rows: list[dict], **extra) -> None:
     payload = {"benchmark": benchmark, "results": rows}
     payload.update(extra)
     print(json.dumps(payload, ensure_ascii=False), flush=True)
+
+
+def best_of(fn, repeats: int, clock=time.perf_counter) -> float:
+    """The shortest of `repeats` timings of `fn()` by `clock` (`time.process_time` for CPU seconds): the
+    least disturbed run, on a machine other jobs share."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = clock()
+        fn()
+        best = min(best, clock() - t)
+    return best

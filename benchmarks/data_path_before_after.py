@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401
-from common import emit, print_table, result
+from common import best_of, emit, print_table, result
 
 HERE = Path(__file__).resolve().parent
 PER_STRING = 20_000  # utterances timed one by one
@@ -53,12 +53,7 @@ def worker(path: str) -> dict:
     tok = build_vocab(count_chars(cleaned))
 
     def cpu(fn, n):
-        best = float("inf")
-        for _ in range(n):
-            t = time.process_time()
-            fn()
-            best = min(best, time.process_time() - t)
-        return best
+        return best_of(fn, n, clock=time.process_time)
 
     return {
         "clean_dialogue_lists_s": cpu(lambda: clean_dialogue_lists(lists, 200, Counter()), 5),

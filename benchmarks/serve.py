@@ -37,9 +37,9 @@ import time
 from pathlib import Path
 
 try:
-    from benchmarks.common import emit, print_table, result
+    from benchmarks.common import best_of, emit, print_table, result
 except ImportError:  # run as a script: benchmarks/ is on sys.path
-    from common import emit, print_table, result
+    from common import best_of, emit, print_table, result
 
 PROMPT = "你好，今天天气很不错"
 REVIEW = "今天天气很不错，我很开心"
@@ -172,16 +172,8 @@ def in_process_ceiling(model_dir: str, max_tokens: int, rows: int = 32, repeats:
                  for i in range(rows)]
         engine.run_batch(items[:4]), engine.run_batch(items[:1])  # warm-up
 
-        def timed(fn):
-            best = float("inf")
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                fn()
-                best = min(best, time.perf_counter() - t0)
-            return best
-
-        single = timed(lambda: [engine.run_batch([it]) for it in items])
-        batched = timed(lambda: engine.run_batch(items))
+        single = best_of(lambda: [engine.run_batch([it]) for it in items], repeats)
+        batched = best_of(lambda: engine.run_batch(items), repeats)
     finally:
         torch.set_num_threads(threads)
     return {"rows": rows, "single_s": single, "batch_s": batched, "ratio": single / batched,
@@ -202,17 +194,11 @@ def attribution_ceiling(classifier_dir: str, rows: int = 32, repeats: int = 2) -
         ex = Explainer(classifier_dir, None)
         items = [ex.prepare(AttributionRequest.model_validate(ATTR_BODY)) for _ in range(rows)]
         ex.explain(items[:2])
-        single = min(_timed(lambda: [ex.explain([it]) for it in items]) for _ in range(repeats))
-        batched = min(_timed(lambda: ex.explain(items)) for _ in range(repeats))
+        single = best_of(lambda: [ex.explain([it]) for it in items], repeats)
+        batched = best_of(lambda: ex.explain(items), repeats)
     finally:
         torch.set_num_threads(threads)
     return {"rows": rows, "single_s": single, "batch_s": batched, "ratio": single / batched}
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def main() -> int:
