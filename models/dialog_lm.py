@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from liaotian.models.attention import KVCache, SoftmaxAttention, causal_mask
-from liaotian.models.layers import (Block, Embeddings, ModelOutput, PretrainedMixin, init_weights, row_cross_entropy,
+from liaotian.models.layers import (Block, Embeddings, ModelOutput, PretrainedMixin, init_weights,
                                     scored_cross_entropy, validate_common)
 from liaotian.models.linear_attention import LinearAttention, LinearState
 
@@ -123,8 +123,9 @@ class DialogLM(PretrainedMixin, nn.Module):
         self.blocks = nn.ModuleList(Block(c.d_model, make(), c.dropout, c.norm_position, c.activation, c.layer_norm_eps)
                                     for _ in range(c.n_layer))
         self.ln_f = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.final_norm else nn.Identity()
-        # (N,V) logits, (N,) targets -> (N,) NLL; models/fast_train.py swaps in a cache-friendly equal one
-        self.row_nll = row_cross_entropy
+        # the loss at the scored positions (layers.scored_cross_entropy); models/fast_train.py swaps in the
+        # same loss with a cache-friendly cross-entropy and bucketed row counts
+        self.scored_loss = scored_cross_entropy
         init_weights(self)
         for blk in self.blocks:  # GPT-2: residual projections scaled by 1/√(2L)
             nn.init.normal_(blk.attn.proj.weight, std=0.02 / math.sqrt(2 * c.n_layer))
@@ -178,7 +179,7 @@ class DialogLM(PretrainedMixin, nn.Module):
                 return logits
             return self._st_log_probs(logits, log_prod[:, :-1].reshape(-1).index_select(0, idx))
 
-        loss, logits, targets, nll = scored_cross_entropy(h[:, :-1], scored, input_ids[:, 1:], project, self.row_nll)
+        loss, logits, targets, nll = self.scored_loss(h[:, :-1], scored, input_ids[:, 1:], project)
         return ModelOutput(loss=loss, logits=logits, targets=targets, token_nll=F.pad(nll, (1, 0)), hidden_states=h)
 
     # --- self-terminating layer -------------------------------------------------------------------

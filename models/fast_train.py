@@ -1,13 +1,16 @@
 """Opt-in training speed paths for DialogLM, equal to the plain model up to rounding. No Ray here.
 
-`accelerate_training(model)` (what pipelines/train_loop.py calls for a dialogue model) swaps two
-pieces of the model for faster equal ones, through the model's own seams (`DialogLM.row_nll`,
-`SoftmaxAttention.attend`); the model classes stay plain PyTorch and a model without this call
-trains the same way, only slower. Both pieces help on CPU and hand everything else to the plain
-reference, so GPU training and fp32 attention are unchanged:
+`accelerate_training(model)` (what pipelines/train_loop.py calls for a dialogue model) swaps three
+pieces of the model for faster ones that compute the same up to bf16 rounding, through the model's
+own seams (`DialogLM.scored_loss`, `SoftmaxAttention.attend`, `MLP.act`); the model classes stay plain
+PyTorch and a model without this call trains the same way, only slower. Each piece helps on CPU and
+hands everything else to the plain reference, so GPU training and fp32 training are unchanged except
+for the chunked loss, which is exact:
 
-- `chunked_row_cross_entropy`: the loss over the scored positions in row chunks that stay in cache.
+- `fast_scored_cross_entropy`: the loss over the scored positions in row chunks that stay in cache,
+  their count rounded up to a multiple of 64 (copies dropped from every output).
 - `bf16_cpu_attention`: causal self-attention in bf16 on CPU as two batched products.
+- `BF16GeluTanh`: GPT-2's tanh GELU on bf16 CPU activations through torch's faster erf kernel.
 
 The fp32 matrix products keep torch's default kernels on every machine (the benchmark's
 `train_kernel_choice` row measures what a oneDNN swap would change on the machine it runs on).
@@ -19,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from liaotian.models.attention import SoftmaxAttention
+from liaotian.models.layers import scored_cross_entropy
 
 
 class _ChunkedRowCrossEntropy(torch.autograd.Function):
@@ -68,6 +72,25 @@ def chunked_row_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> to
     return _ChunkedRowCrossEntropy.apply(logits, targets)
 
 
+SCORED_ROWS_MULTIPLE = 64
+
+
+def fast_scored_cross_entropy(hidden, scored, targets_full, project):
+    """`layers.scored_cross_entropy` with `chunked_row_cross_entropy`, projecting a multiple of 64 rows on CPU.
+
+    Why the multiple: the number of scored positions differs in nearly every batch, and oneDNN (torch's
+    CPU bf16 matrix products) builds a kernel for each new shape: the three vocabulary products of a
+    step (forward, both gradients) then paid that build every step, and their stream of new shapes
+    pushed the other layers' kernels out of oneDNN's cache too. Measured here: a (330, 256) × (256,
+    3416) bf16 product took 1.8 ms at a shape seen before and 4.3 ms at a new one; in a tiny-preset
+    step at 24 tokens per row the three took 10–17 ms each. With ≤ 63 extra rows a run sees at most
+    a few dozen row counts. The copies repeat the first scored row and are dropped from the loss,
+    the logits and the targets, so the result is the same.
+    """
+    multiple = SCORED_ROWS_MULTIPLE if hidden.device.type == "cpu" else 1
+    return scored_cross_entropy(hidden, scored, targets_full, project, chunked_row_cross_entropy, rows_multiple=multiple)
+
+
 def bf16_cpu_attention(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0):
     """`F.scaled_dot_product_attention`; bf16 self-attention on CPU without a mask or cache runs as
     softmax(QKᵀ/√d + M)V, two batched products around a bf16 softmax.
@@ -91,11 +114,36 @@ def bf16_cpu_attention(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0):
         return torch.matmul(p, v)
 
 
+class BF16GeluTanh(nn.GELU):
+    """`nn.GELU(approximate="tanh")`; a bf16 CPU input goes through the exact (erf) GELU kernel.
+
+    Why: torch's CPU tanh-GELU kernel is slow (forward of 4M bf16 values 16.8 ms here, the erf
+    kernel 3.4 ms; backward likewise), and the two functions differ by at most 4.7e-4 (at x = 2.70),
+    well inside bf16's rounding of the output. Over every finite bf16 input the erf kernel's bf16
+    result is at most 0.0082 from the exact tanh-GELU, the tanh kernel's own bf16 result 0.0078; the
+    gradients 0.0046 and 0.0039 (tests/models/test_fast_train.py measures both). fp32 inputs, and
+    any other device, keep the tanh kernel: there the difference would not be hidden by rounding.
+    """
+
+    def __init__(self):
+        super().__init__(approximate="tanh")
+
+    def forward(self, x):
+        if x.dtype == torch.bfloat16 and x.device.type == "cpu":
+            return F.gelu(x)
+        return F.gelu(x, approximate="tanh")
+
+
 def accelerate_training(model: nn.Module) -> nn.Module:
-    """Give `model` (a DialogLM) the chunked loss and the bf16 CPU attention; returns it (in place)."""
-    if hasattr(model, "row_nll"):
-        model.row_nll = chunked_row_cross_entropy
+    """Give `model` (a DialogLM) the chunked loss, the bf16 CPU attention and the bf16 CPU GELU;
+    returns it (in place)."""
+    if hasattr(model, "scored_loss"):
+        model.scored_loss = fast_scored_cross_entropy
     for m in model.modules():
         if isinstance(m, SoftmaxAttention):
             m.attend = bf16_cpu_attention
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.GELU and child.approximate == "tanh":
+                setattr(parent, name, BF16GeluTanh())
     return model

@@ -112,10 +112,10 @@ class MLP(nn.Module):
         self.fc = nn.Linear(d_model, expansion * d_model)
         self.proj = nn.Linear(expansion * d_model, d_model)
         self.drop = nn.Dropout(dropout)
-        self.approximate = "tanh" if activation == "gelu_tanh" else "none"
+        self.act = nn.GELU(approximate="tanh" if activation == "gelu_tanh" else "none")  # models/fast_train.py may swap it
 
     def forward(self, x):
-        return self.drop(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
+        return self.drop(self.proj(self.act(self.fc(x))))
 
 
 class Block(nn.Module):
@@ -181,22 +181,29 @@ def row_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return F.cross_entropy(logits.float(), targets, reduction="none")
 
 
-def scored_cross_entropy(hidden, scored, targets_full, project, row_nll=row_cross_entropy):
+def scored_cross_entropy(hidden, scored, targets_full, project, row_nll=row_cross_entropy, rows_multiple: int = 1):
     """Loss only where `scored` (B,T) is true: gather the hidden states first, then project.
 
     Projecting N ≪ B·T rows to the vocabulary is the main saving in training.
     `project(h (N,D), idx (N,)) -> (N,V)` returns logits or log-probabilities; `idx` are the flat
     (row-major) indices of the scored positions, for callers that gather more per-position data.
     `row_nll(logits (N,V), targets (N,)) -> (N,)` (models/fast_train.py has an equal, faster one).
+    `rows_multiple` > 1 projects N rows plus copies of the first scored one up to a multiple of it,
+    and drops the copies from every output (models/fast_train.py: why).
     Returns (loss, logits (N,V), targets (N,), token_nll (B,T)).
     """
     idx = scored.reshape(-1).nonzero().squeeze(1)  # (N,)
-    h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, idx)  # (N, D)
-    targets = targets_full.reshape(-1).index_select(0, idx)  # (N,)
-    logits = project(h, idx)  # (N, V)
-    nll = row_nll(logits, targets)  # (N,)
+    n = idx.numel()
+    gather = idx
+    if rows_multiple > 1 and n % rows_multiple:
+        gather = torch.cat([idx, idx[:1].expand(rows_multiple - n % rows_multiple)])
+    h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, gather)  # (N', D)
+    all_targets = targets_full.reshape(-1).index_select(0, gather)  # (N',)
+    logits = project(h, gather)  # (N', V)
+    nll = row_nll(logits, all_targets)[:n]  # the copies' NLL is dropped, so they get no gradient
+    logits, targets = logits[:n], all_targets[:n]
     token_nll = torch.zeros(scored.numel(), dtype=nll.dtype, device=nll.device).index_copy(0, idx, nll)
-    loss = nll.mean() if idx.numel() else nll.sum()
+    loss = nll.mean() if n else nll.sum()
     return loss, logits, targets, token_nll.view(scored.shape)
 
 

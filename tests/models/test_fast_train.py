@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from liaotian.models.dialog_lm import DialogLM, DialogLMConfig
-from liaotian.models.fast_train import _ChunkedRowCrossEntropy, accelerate_training, bf16_cpu_attention, chunked_row_cross_entropy
+from liaotian.models.fast_train import (BF16GeluTanh, _ChunkedRowCrossEntropy, accelerate_training, bf16_cpu_attention,
+                                        chunked_row_cross_entropy, fast_scored_cross_entropy)
+from liaotian.models.layers import scored_cross_entropy
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -50,6 +52,58 @@ def test_bf16_cpu_attention_matches_sdpa(causal):
                                atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("n_scored", [0, 1, 63, 64, 65, 130])
+def test_padded_rows_give_the_same_loss_logits_targets_and_gradients(n_scored):
+    torch.manual_seed(n_scored)
+    hidden = torch.randn(3, 50, 16, requires_grad=True)
+    weight = torch.randn(40, 16, requires_grad=True)
+    flat = torch.zeros(150, dtype=torch.bool)
+    flat[torch.randperm(150)[:n_scored]] = True
+    scored, targets = flat.view(3, 50), torch.randint(0, 40, (3, 50))
+    seen = []
+
+    def project(h, idx):
+        seen.append(h.shape[0])
+        return F.linear(h, weight)
+
+    outs = []
+    for multiple in (1, 64):
+        loss, logits, tgt, token_nll = scored_cross_entropy(hidden, scored, targets, project, rows_multiple=multiple)
+        grads = torch.autograd.grad(loss, (hidden, weight)) if n_scored else (None, None)
+        outs.append((loss, logits, tgt, token_nll, *grads))
+    assert seen[0] == n_scored and seen[1] % 64 == 0 and seen[1] - n_scored < 64
+    for a, b in zip(*outs):
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    assert outs[1][1].shape[0] == n_scored
+
+
+def every_finite_bf16(limit=50.0):
+    values = torch.arange(0, 1 << 16, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    return values[torch.isfinite(values) & (values.float().abs() < limit)]
+
+
+def test_bf16_gelu_tanh_is_as_close_to_the_tanh_gelu_as_torchs_own_bf16_kernel():
+    """Over every finite bf16 input in (−50, 50), elementwise: the swapped kernel's value is within half
+    a bf16 step of the exact (float64) tanh-GELU plus the two functions' 4.7e-4 gap; its gradient is
+    within the tanh kernel's own largest gradient error plus 1e-3."""
+    x = every_finite_bf16().requires_grad_()
+    exact_x = x.detach().double().requires_grad_()
+    exact = F.gelu(exact_x, approximate="tanh")
+    (exact_grad,) = torch.autograd.grad(exact.sum(), exact_x)
+    exact = exact.detach()
+    fast, torch_tanh = BF16GeluTanh()(x), F.gelu(x, approximate="tanh")
+    assert fast.dtype == torch.bfloat16
+    half_step = torch.exp2(torch.floor(torch.log2(exact.abs().clamp_min(2.0 ** -126))) - 8)  # bf16 keeps 8 significant bits
+    assert bool(((fast.detach().double() - exact).abs() <= half_step + 4.8e-4).all())
+    (fast_grad,) = torch.autograd.grad(fast.float().sum(), x)
+    (tanh_grad,) = torch.autograd.grad(torch_tanh.float().sum(), x)
+    assert float((fast_grad.double() - exact_grad).abs().max()) <= float((tanh_grad.double() - exact_grad).abs().max()) + 1e-3
+    # fp32 keeps the tanh kernel exactly
+    xf = torch.linspace(-6, 6, 1001)
+    assert torch.equal(BF16GeluTanh()(xf), F.gelu(xf, approximate="tanh"))
+
+
 def make(seed=0):
     torch.manual_seed(seed)
     cfg = DialogLMConfig(vocab_size=300, max_len=96, n_layer=2, n_head=4, d_model=64, dropout=0.0)
@@ -73,7 +127,9 @@ def loss_and_grads(m, dtype=None):
 def test_accelerated_model_trains_like_the_plain_one_in_fp32():
     plain = make()
     fast = accelerate_training(copy.deepcopy(plain))
-    assert fast.row_nll is chunked_row_cross_entropy and plain.row_nll is not chunked_row_cross_entropy
+    assert fast.scored_loss is fast_scored_cross_entropy and plain.scored_loss is scored_cross_entropy
+    assert all(isinstance(b.mlp.act, BF16GeluTanh) for b in fast.blocks)
+    assert not any(isinstance(b.mlp.act, BF16GeluTanh) for b in plain.blocks)
     (l0, g0), (l1, g1) = loss_and_grads(plain), loss_and_grads(fast)
     torch.testing.assert_close(l1, l0, atol=1e-6, rtol=1e-6)
     for a, b in zip(g1, g0):
