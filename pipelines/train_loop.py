@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,14 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from liaotian.pipelines.collate import Batch, IGNORE_INDEX
+
+# oneDNN (torch's CPU bf16 products) builds a kernel per matrix shape and keeps 1,024 of them. A
+# training run's batches vary in length, so its shapes outnumber that cache and kernels were rebuilt
+# all along: a tiny-preset bf16 step on LCCC batches took 256 ms here with the default and 226 ms
+# with 8,192 (HF's GPT-2 in the same process 378 → 354 ms), peak memory unchanged. oneDNN reads the
+# variable when it builds its first kernel, so this must run before any training step; a value the
+# user set wins.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8192")
 
 KINDS = ("dialog", "mlm", "classifier")
 MLM_TYPES = ("fast_mlm", "masked_lm")
