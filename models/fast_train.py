@@ -76,7 +76,8 @@ SCORED_ROWS_MULTIPLE = 64
 
 
 def fast_scored_cross_entropy(hidden, scored, targets_full, project):
-    """`layers.scored_cross_entropy` with `chunked_row_cross_entropy`, projecting a multiple of 64 rows on CPU.
+    """`layers.scored_cross_entropy` with `chunked_row_cross_entropy`, projecting a multiple of 64 rows
+    when the products run in bf16 on the CPU.
 
     Why the multiple: the number of scored positions differs in nearly every batch, and oneDNN (torch's
     CPU bf16 matrix products) builds a kernel for each new shape: the three vocabulary products of a
@@ -87,8 +88,15 @@ def fast_scored_cross_entropy(hidden, scored, targets_full, project):
     a few dozen row counts. The copies repeat the first scored row and are dropped from the loss,
     the logits and the targets, so the result is the same.
     """
-    multiple = SCORED_ROWS_MULTIPLE if hidden.device.type == "cpu" else 1
+    multiple = SCORED_ROWS_MULTIPLE if _cpu_bf16_products(hidden) else 1  # fp32 products (MKL) build no per-shape kernel
     return scored_cross_entropy(hidden, scored, targets_full, project, chunked_row_cross_entropy, rows_multiple=multiple)
+
+
+def _cpu_bf16_products(x: torch.Tensor) -> bool:
+    """Will products of `x` run in bf16 on the CPU (x bf16, or bf16 autocast on)?"""
+    if x.device.type != "cpu":
+        return False
+    return x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
 
 
 def bf16_cpu_attention(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0):

@@ -78,6 +78,16 @@ def test_padded_rows_give_the_same_loss_logits_targets_and_gradients(n_scored):
     assert outs[1][1].shape[0] == n_scored
 
 
+def test_fast_scored_loss_pads_rows_only_for_cpu_bf16_products():
+    hidden, scored, targets = torch.randn(2, 40, 8), torch.rand(2, 40) > 0.5, torch.randint(0, 30, (2, 40))
+    weight, rows = torch.randn(30, 8), []
+    project = lambda h, idx: rows.append(h.shape[0]) or F.linear(h, weight)  # noqa: E731
+    fast_scored_cross_entropy(hidden, scored, targets, project)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast_scored_cross_entropy(hidden, scored, targets, project)
+    assert rows == [int(scored.sum()), 64]
+
+
 def every_finite_bf16(limit=50.0):
     values = torch.arange(0, 1 << 16, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
     return values[torch.isfinite(values) & (values.float().abs() < limit)]
