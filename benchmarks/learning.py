@@ -373,13 +373,30 @@ def run(args) -> list[dict]:
     clock = {n: {"cpu": 0.0, "wall": 0.0, "tokens": 0, "loss": 0.0, "n": 0} for n in sides}
     curves: dict[str, list[dict]] = {n: [] for n in sides}
 
+    def timed_step(name, batch, lr, step):
+        """One training step of side `name` from step `step`'s seed (the same dropout masks for both
+        models), timed into its clock."""
+        torch.manual_seed(step_seed(args.seed, step))
+        c, w = time.process_time(), time.perf_counter()
+        out = T.train_step(sides[name], "dialog", [batch], optimizers[name], lr=lr, precision=precision,
+                           grad_clip=optim.grad_clip)
+        clock[name]["wall"] += time.perf_counter() - w
+        clock[name]["cpu"] += time.process_time() - c
+        clock[name]["tokens"] += out["tokens"]
+        clock[name]["loss"] += out["loss"]; clock[name]["n"] += 1
+
+    def record(name, step, **extra) -> float:
+        """Evaluate side `name` on the held-out batches and add the point to its curve."""
+        val = T.evaluate(sides[name], "dialog", held_out, precision)["val_loss"]
+        c = clock[name]
+        curves[name].append({"step": step, "tokens": c["tokens"], "cpu_s": c["cpu"], "wall_s": c["wall"],
+                             "train_loss": c["loss"] / c["n"] if c["n"] else None, "val_loss": val, **extra})
+        c["loss"], c["n"] = 0.0, 0
+        return val
+
     def evaluate(step):
-        for name, model in sides.items():
-            val = T.evaluate(model, "dialog", held_out, precision)["val_loss"]
-            c = clock[name]
-            curves[name].append({"step": step, "tokens": c["tokens"], "cpu_s": c["cpu"], "wall_s": c["wall"],
-                                 "train_loss": c["loss"] / c["n"] if c["n"] else None, "val_loss": val})
-            c["loss"], c["n"] = 0.0, 0
+        for name in sides:
+            record(name, step)
         print(f"[learning] step {step:>5}  " + "  ".join(
             f"{n}: val {curves[n][-1]['val_loss']:.4f} ({clock[n]['cpu']:.0f} s CPU)" for n in sides), flush=True)
 
@@ -394,14 +411,7 @@ def run(args) -> list[dict]:
         lr = T.lr_at(step - 1, optim, args.steps)
         order = list(sides) if step % 2 else list(reversed(list(sides)))  # alternate who runs first
         for name in order:
-            torch.manual_seed(step_seed(args.seed, step))  # the same dropout masks for both models
-            c, w = time.process_time(), time.perf_counter()
-            out = T.train_step(sides[name], "dialog", [batch], optimizers[name], lr=lr, precision=precision,
-                               grad_clip=optim.grad_clip)
-            clock[name]["wall"] += time.perf_counter() - w
-            clock[name]["cpu"] += time.process_time() - c
-            clock[name]["tokens"] += out["tokens"]
-            clock[name]["loss"] += out["loss"]; clock[name]["n"] += 1
+            timed_step(name, batch, lr, step)
         if step % args.eval_every == 0 or step == args.steps:
             evaluate(step)
 
@@ -417,20 +427,8 @@ def run(args) -> list[dict]:
         for _ in range(args.eval_every):
             step += 1; extra_steps += 1
             epoch, rows = next(batches)
-            name = "liaotian DialogLM"
-            torch.manual_seed(step_seed(args.seed, step))
-            c, w = time.process_time(), time.perf_counter()
-            out = T.train_step(ours, "dialog", [collate(rows)], optimizers[name], lr=T.lr_at(args.steps, optim, args.steps),
-                               precision=precision, grad_clip=optim.grad_clip)
-            clock[name]["wall"] += time.perf_counter() - w
-            clock[name]["cpu"] += time.process_time() - c
-            clock[name]["tokens"] += out["tokens"]
-            clock[name]["loss"] += out["loss"]; clock[name]["n"] += 1
-        val = T.evaluate(ours, "dialog", held_out, precision)["val_loss"]
-        c = clock[name]
-        ours_c.append({"step": step, "tokens": c["tokens"], "cpu_s": c["cpu"], "wall_s": c["wall"],
-                       "train_loss": c["loss"] / c["n"], "val_loss": val, "extra": True})
-        c["loss"], c["n"] = 0.0, 0
+            timed_step("liaotian DialogLM", collate(rows), T.lr_at(args.steps, optim, args.steps), step)
+        val = record("liaotian DialogLM", step, extra=True)
         print(f"[learning] extra step {step:>5}  liaotian DialogLM: val {val:.4f} (target {hf_final:.4f})", flush=True)
     ttq = {k: (time_to_reach(hf_c, hf_final, k), time_to_reach(ours_c, hf_final, k)) for k in ("cpu_s", "wall_s")}
     tok_s = {n: (clock[n]["tokens"] / clock[n]["cpu"], clock[n]["tokens"] / clock[n]["wall"]) for n in sides}
