@@ -112,22 +112,25 @@ _PYTHON_STEPS = tuple(_python_step(r) for r in RULES)
 
 def clean_text(text: str, counts: Counter | None = None) -> str:
     """Every text rule on one string, with `re` (what `CharTokenizer.encode` applies too)."""
-    for counter, pattern, replacement, counted in _PYTHON_STEPS:
-        new, n = pattern.subn(replacement, text)
-        if counts is not None and n:
-            counts[counter] += _edits(text, new, n, counted)
-        text = new
-    return text
+    return _apply(_PYTHON_STEPS, text, counts)[0]
 
 
 def apply_rule(counter: str, text: str) -> tuple[str, int]:
     """One rule (every step counted as `counter`) on one string: (text, edits)."""
+    return _apply([step for step in _PYTHON_STEPS if step[0] == counter], text)
+
+
+def _apply(steps, text: str, counts: Counter | None = None) -> tuple[str, int]:
+    """`steps` in order on `text`: (text, edits), each step's edits also added to `counts` under its counter."""
     total = 0
-    for name, pattern, replacement, counted in _PYTHON_STEPS:
-        if name == counter:
-            new, n = pattern.subn(replacement, text)
-            total += _edits(text, new, n, counted)
-            text = new
+    for counter, pattern, replacement, counted in steps:
+        new, n = pattern.subn(replacement, text)
+        if n:
+            edits = _edits(text, new, n, counted)
+            total += edits
+            if counts is not None:
+                counts[counter] += edits
+        text = new
     return text, total
 
 
