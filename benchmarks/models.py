@@ -12,7 +12,9 @@
    new tokens) against HF `generate` and CTranslate2 (converted from a GPT-2 checkpoint of the same
    weights) at each precision both offer, batch 1 and 16: `decode_vs_ct2_fp32`, `decode_vs_ct2_int8`,
    `decode_vs_hf_same_precision` (at the served precision, `serve.decode_precision`), target ≥ 1.0×
-   CTranslate2. The bare one-token step loop is a labelled ceiling row. Greedy-token agreement of each
+   CTranslate2. The bare one-token step loop is a labelled ceiling row, and so is `ceiling_products_only_*`:
+   the step's matrix products alone at that precision against CTranslate2's whole decoding (what is left
+   for everything else a step does before it loses). Greedy-token agreement of each
    engine and precision with our fp32 replies on a DialogLM trained (seeded) on the LCCC-base valid split.
 3. linear vs softmax attention (2 layers, 384 wide): training-step seconds at T = 256 … 8192 and
    per-token decode cost after a context of T; linear decode must stay flat (≤ 1.2× from the
@@ -40,9 +42,9 @@ import time
 from pathlib import Path
 
 try:
-    from benchmarks.common import emit, print_table, result
+    from benchmarks.common import best_of, emit, print_table, result
 except ImportError:  # run as a script: common puts the repo root on sys.path
-    from common import emit, print_table, result
+    from common import best_of, emit, print_table, result
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no per-load progress bars in the stored output
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -147,6 +149,25 @@ def with_onednn_linears(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def train_step_flops(B: int, T: int, vocab_rows: int) -> float:
+    """Matrix-product FLOPs of one training step of this file's GPT-2 shape: the forward's multiply-adds × 2,
+    and the backward twice the forward (input and weight gradients); attention counted in full (QKᵀ and
+    PV over T × T per head, as both sides' kernels are asked for), the output layer over `vocab_rows`."""
+    linear = 2 * 12 * D * D * L * B * T
+    attention = 2 * 2 * B * T * T * D * L
+    return 3 * (linear + attention + 2 * D * VOCAB * vocab_rows)
+
+
+def matmul_rate(rows: int, dtype=None) -> float:
+    """GFLOP/s of torch's product (rows, D) × (D, 4D) on this core, best of 5: the largest product of a
+    training step, the rate the step's FLOPs can be set against."""
+    a, b = torch.randn(rows, D), torch.randn(D, 4 * D)
+    with autocast("cpu", dtype):
+        a @ b
+        t = best_of(lambda: a @ b, 5, clock=time.process_time)
+    return 2 * rows * D * 4 * D / t / 1e9
+
+
 def bench_training(quick: bool) -> tuple[list[dict], list[str]]:
     """Training tokens/s on the same kernels: DialogLM through the training path
     (`accelerate_training`, as pipelines/train_loop.py builds it) vs HF GPT2LMHeadModel, both on torch's
@@ -186,8 +207,16 @@ def bench_training(quick: bool) -> tuple[list[dict], list[str]]:
             fns.append(lambda: train_step(ours_onednn, opt_k, dtype, **ours_batch))
         t_o, t_h, *t_k = alternate(fns, reps=2 if quick else 4)
         suffix = "" if name == "fp32" else f"_{name}"
+        flops_o, flops_h = train_step_flops(B, T, int(loss_mask[:, 1:].sum())), train_step_flops(B, T, B * T)
+        rate = matmul_rate(B * T, dtype)
         rows.append(paired(f"train_same_kernels{suffix}", B * T, t_o, "tokens/s", f"HF GPT2LMHeadModel {name}", t_h, target=1.5,
-                           kernels="torch default (both)", loss_share=round(share, 3), optimizer=f"AdamW {kind} (both)"))
+                           kernels="torch default (both)", loss_share=round(share, 3), optimizer=f"AdamW {kind} (both)",
+                           flops_ratio=flops_h / flops_o, ours_gflops=flops_o / t_o.cpu / 1e9, hf_gflops=flops_h / t_h.cpu / 1e9,
+                           matmul_gflops=rate))
+        notes.append(f"train_same_kernels{suffix}: matrix-product FLOPs a step ours {flops_o / 1e9:.1f} G, HF {flops_h / 1e9:.1f} G "
+                     f"(HF projects every position onto the vocabulary: {flops_h / flops_o:.2f}x ours); achieved "
+                     f"{flops_o / t_o.cpu / 1e9:.0f} vs {flops_h / t_h.cpu / 1e9:.0f} GFLOP/s (CPU time), against "
+                     f"{rate:.0f} GFLOP/s for torch's ({B * T}, {D}) x ({D}, {4 * D}) product alone on this core")
         if t_k:
             rows.append(paired("train_kernel_choice_onednn", B * T, t_k[0], "tokens/s", "ours, torch default kernels", t_o,
                                label="kernel row, not a headline: ours with oneDNN fp32 linear layers vs ours on torch's "
@@ -352,6 +381,26 @@ def agreement(replies: dict, reference) -> dict:
     return out
 
 
+def products_only(model: DialogLM, precision: str, batch: int, tokens: int):
+    """A run of `tokens` decoding steps' linear layers and output layer alone, as `FastDecoder` calls them
+    at one new token a row (its `_Products` in `precision`): what torch's kernels at that precision cost
+    before anything else a step does."""
+    from liaotian.models.fast_decode import _Products
+
+    with torch.inference_mode():
+        products = _Products(model, precision)
+    d = model.config.d_model
+    x, wide = torch.randn(batch, d), torch.randn(batch, 4 * d)
+
+    @torch.inference_mode()
+    def run():
+        for _ in range(tokens):
+            for qkv, out, fc, proj in products.blocks:
+                qkv(x), out(x), fc(x), proj(wide)
+            products.head(x)
+    return run
+
+
 def bench_decode(quick: bool) -> tuple[list[dict], list[str]]:
     """Greedy decoding through the served path (models.generate over FastDecoder, what `liaotian chat`
     and the chat deployment run) against HF `generate` and CTranslate2, same weights, same precision."""
@@ -376,7 +425,9 @@ def bench_decode(quick: bool) -> tuple[list[dict], list[str]]:
         for batch in (1, 16):
             contexts = torch.randint(7, len(tokens), (batch, ctx_len), generator=g).tolist()
             keys = list(runs)
-            times = dict(zip(keys, alternate([lambda f=runs[k]: f(contexts) for k in keys], reps=1 if quick else 2)))
+            # best of 4 interleaved runs: in the stored runs our batch-1 fp32 token took 4.98, 6.25 and 7.55 ms
+            # and CTranslate2's batch-16 int8 step 16.70, 10.69 and 12.31 ms (the last two on an idle machine)
+            times = dict(zip(keys, alternate([lambda f=runs[k]: f(contexts) for k in keys], reps=1 if quick else 4)))
             for k in keys:  # every engine decoded exactly `new` tokens a row
                 assert all(len(r) == new for r in runs[k](contexts[:1])), k
             work, suffix = batch * new, "" if batch == 1 else f"_batch{batch}"
@@ -408,6 +459,16 @@ def bench_decode(quick: bool) -> tuple[list[dict], list[str]]:
             t_bare, t_served = alternate([bare_loop, lambda: runs["ours", "int8"](contexts)], reps=1 if quick else 2)
             rows.append(paired(f"ceiling_bare_step_loop_int8{suffix}", work, t_bare, "tokens/s", "ours int8 served path",
                                t_served, label="ceiling: the bare one-token step loop, not a headline", **common))
+            for p in ("fp32", "int8"):
+                if ("ct2", p) in times:
+                    # best of 5: a batch-1 token reads ~62 MB (fp32) of weights, and this machine's memory
+                    # bandwidth swings with its neighbours (CTranslate2's fp32 token: 3.6–7.4 ms in one hour)
+                    t_products, t_ct2 = alternate([products_only(timed, p, batch, new), lambda p=p: runs["ct2", p](contexts)],
+                                                  reps=2 if quick else 5)
+                    rows.append(paired(f"ceiling_products_only_{p}{suffix}", work, t_products, "tokens/s",
+                                       f"CTranslate2 {p}, whole decoding", t_ct2, **common,
+                                       label=f"ceiling, not a headline: only the {p} matrix products our step calls "
+                                             "(no attention, norms, sampling or Python), against CTranslate2's whole decoding"))
             notes.append(f"decoding batch {batch}: ms per step (CPU) " + ", ".join(
                 f"{e} {p} {times[e, p].cpu / new * 1e3:.2f}" for e, p in keys))
     notes.append(f"decoding: {L} layers × {D}, vocab {len(tokens)}, no segment embedding (GPT-2 has none), random weights "
