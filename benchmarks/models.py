@@ -6,7 +6,9 @@
    kernels, fp32 and bf16 autocast where the CPU has native bf16 (avx512_bf16 / amx_bf16); target ≥ 1.5×.
    The loss covers the last LOSS_SHARE of each row (the pipeline's dialogue shards score 69–73 % of their
    tokens); HF gets labels −100 on the context part. The kernel choice is its own row
-   (`train_kernel_choice_onednn`: ours with oneDNN fp32 linear layers vs ours on the default).
+   (`train_kernel_choice_onednn`: ours with oneDNN fp32 linear layers vs ours on the default). Each
+   training row carries its matrix-product FLOPs and rates, and a ceiling row
+   (`ceiling_train_products_attention`): ours if all but its products and attention cost nothing.
 2. greedy decoding through the served path (`models.generate.generate` over `FastDecoder`, what
    `liaotian chat` and the chat deployment run; min_new_tokens = max_new_tokens, 64-token context, 256
    new tokens) against HF `generate` and CTranslate2 (converted from a GPT-2 checkpoint of the same
@@ -168,6 +170,21 @@ def matmul_rate(rows: int, dtype=None) -> float:
     return 2 * rows * D * 4 * D / t / 1e9
 
 
+def step_split(step) -> dict:
+    """Shares of one `step()`'s self CPU time (torch's profiler) in matrix products, the attention kernel
+    and everything else (element-wise kernels, norms, the loss, the optimiser, dispatch)."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    products = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"))
+    attention = sum(e.self_cpu_time_total for e in events if "scaled_dot_product" in e.key)
+    return dict(products=products / total, attention=attention / total, rest=1 - (products + attention) / total,
+                products_and_attention=(products + attention) / total)
+
+
 def bench_training(quick: bool) -> tuple[list[dict], list[str]]:
     """Training tokens/s on the same kernels: DialogLM through the training path
     (`accelerate_training`, as pipelines/train_loop.py builds it) vs HF GPT2LMHeadModel, both on torch's
@@ -217,6 +234,13 @@ def bench_training(quick: bool) -> tuple[list[dict], list[str]]:
                      f"(HF projects every position onto the vocabulary: {flops_h / flops_o:.2f}x ours); achieved "
                      f"{flops_o / t_o.cpu / 1e9:.0f} vs {flops_h / t_h.cpu / 1e9:.0f} GFLOP/s (CPU time), against "
                      f"{rate:.0f} GFLOP/s for torch's ({B * T}, {D}) x ({D}, {4 * D}) product alone on this core")
+        split = step_split(fns[0])
+        rows.append(result(f"ceiling_train_products_attention{suffix}", B * T / (t_o.cpu * split["products_and_attention"]),
+                           "tokens/s", f"HF GPT2LMHeadModel {name}", B * T / t_h.cpu, **split,
+                           label="ceiling, not a headline: ours if everything in its step but the matrix products and "
+                                 "the attention kernel cost nothing (shares from one profiled step)"))
+        notes.append(f"train_same_kernels{suffix}: one profiled step of ours: matrix products {split['products']:.0%}, attention "
+                     f"{split['attention']:.0%}, everything else {split['rest']:.0%}")
         if t_k:
             rows.append(paired("train_kernel_choice_onednn", B * T, t_k[0], "tokens/s", "ours, torch default kernels", t_o,
                                label="kernel row, not a headline: ours with oneDNN fp32 linear layers vs ours on torch's "
