@@ -419,9 +419,7 @@ def products_only(model: DialogLM, precision: str, batch: int, tokens: int):
     @torch.inference_mode()
     def run():
         for _ in range(tokens):
-            for qkv, out, fc, proj in products.blocks:
-                qkv(x), out(x), fc(x), proj(wide)
-            products.head(x)
+            products.call_each(x, wide)
     return run
 
 
