@@ -244,15 +244,16 @@ def bench_equal_accuracy(quick: bool, tolerance: float, q: float, train_steps: i
         ends.append(a.f_x > a.f_baseline)
     target = percentile(ours_err, q)
     # our fixed Gauss–Legendre is captum's rule with captum's numbers (`ig_same_steps`): it finds n_steps
+    errors_at = lambda n: [max_rel_error(explain(x, t, steps=n).token_scores, r) for (x, t), r in zip(test, refs)]  # noqa: E731
     ladder: dict[int, list[float]] = {}
     for n in LADDER:
-        ladder[n] = [max_rel_error(explain(x, t, steps=n).token_scores, r) for (x, t), r in zip(test, refs)]
+        ladder[n] = errors_at(n)
         if percentile(ladder[n], q) <= target:
             break
     n_star = smallest_steps(ladder, target, q)
     if n_star is None:
         raise SystemExit(f"no captum n_steps up to {LADDER[-1]} reaches our p{q:g} error {target:.2e}")
-    oracle_nodes, oracle_ratio = oracle_ceiling(explain, test, refs, ladder, n_star, target)
+    oracle_nodes, oracle_ratio = oracle_ceiling(errors_at, ladder, n_star, target)
     theirs_c, theirs_err = Clock(), []
     _captum_explain(lig, *test[0], pad_id=tok.pad_id, n_steps=n_star)
     for (x, t), r in zip(test, refs):
@@ -289,16 +290,15 @@ def bench_equal_accuracy(quick: bool, tolerance: float, q: float, train_steps: i
     return [equal, oracle_row]
 
 
-def oracle_ceiling(explain, test, refs, ladder: dict, n_star: int, target: float) -> tuple[list[int], float]:
+def oracle_ceiling(errors_at, ladder: dict, n_star: int, target: float) -> tuple[list[int], float]:
     """The most any per-input choice of Gauss–Legendre node count could save against captum's fixed
     `n_star`: each input gets the smallest n ≤ n_star whose error, and that of every n up to n_star, is at
     most `target` (an input that needs more keeps n_star, as captum does). An adaptive rule must also
     spend nodes to learn its error; this one knows it for free, so it bounds what adaptivity can win at
-    equal cost per node."""
-    errors = {n: ladder.get(n) or [max_rel_error(explain(x, t, steps=n).token_scores, r) for (x, t), r in zip(test, refs)]
-              for n in range(2, n_star + 1)}
+    equal cost per node. `errors_at(n)`: each input's error at n nodes (`ladder` holds those already known)."""
+    errors = {n: ladder[n] if n in ladder else errors_at(n) for n in range(2, n_star + 1)}
     nodes = []
-    for i in range(len(test)):
+    for i in range(len(errors[n_star])):
         fine = [n for n in errors if all(errors[m][i] <= target for m in range(n, n_star + 1))]
         nodes.append(min(fine, default=n_star))
     return nodes, n_star / statistics.mean(nodes)
